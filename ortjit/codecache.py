@@ -1,0 +1,57 @@
+"""Generated kernel source -> importable module, cached on disk under a name made of its hash.
+
+The file must be a real module registered in sys.modules before it executes: that is
+what lets Numba's `cache=True` find it again in the next process (shared/design.md).
+Writes are atomic (temp file, then rename), so concurrent processes never see a torn file.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+
+from . import config
+
+_loaded: dict[str, object] = {}
+
+
+def source_hash(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()[:20]
+
+
+def kernel_path(name: str, source: str) -> str:
+    return os.path.join(config.cache_dir(), "kernels", f"{name}_{source_hash(source)}.py")
+
+
+def _write_atomic(path: str, source: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(source)
+    os.replace(tmp, path)
+
+
+def load(name: str, source: str, attr: str = "kernel"):
+    """The function `attr` defined by `source`, imported from its hash-named file."""
+    key = f"{name}_{source_hash(source)}"
+    mod = _loaded.get(key)
+    if mod is None:
+        path = kernel_path(name, source)
+        try:
+            with open(path) as f:
+                fresh = f.read() != source
+        except OSError:
+            fresh = True
+        if fresh:
+            _write_atomic(path, source)
+        modname = f"ortjit_kernel_{key}"
+        spec = importlib.util.spec_from_file_location(modname, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[modname] = mod
+        spec.loader.exec_module(mod)
+        _loaded[key] = mod
+        if config.showing_code():
+            config.emit(f"# ---- ortjit kernel {name} ({path})\n{source}")
+    return getattr(mod, attr)

@@ -1,0 +1,112 @@
+"""Fused elementwise kernels: a small scalar program over broadcast inputs.
+
+A program is a list of steps, each an elementwise op applied to earlier variables. The
+generated kernel loops over the output once, computing every step per element; inputs
+that broadcast are indexed with 0 on their broadcast dims. Dims are collapsed first so
+the loop nest is as shallow as the broadcast pattern allows (often one flat loop), which
+keeps the kernel source independent of the actual sizes: one kernel serves all shapes
+with the same broadcast pattern.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..ops.base import Info
+
+# numpy scalar constructors usable in generated code (numba and plain Python alike)
+SCALAR_TYPE = {
+    np.dtype(np.float32): "np.float32", np.dtype(np.float64): "np.float64", np.dtype(np.float16): "np.float16",
+    np.dtype(np.int8): "np.int8", np.dtype(np.int16): "np.int16", np.dtype(np.int32): "np.int32",
+    np.dtype(np.int64): "np.int64", np.dtype(np.uint8): "np.uint8", np.dtype(np.uint16): "np.uint16",
+    np.dtype(np.uint32): "np.uint32", np.dtype(np.uint64): "np.uint64", np.dtype(np.bool_): "np.bool_",
+}
+
+
+@dataclass
+class Step:
+    op: object          # an Elementwise op
+    ctx: object         # its NodeContext (dtypes of its inputs, attributes)
+    args: list          # variable names of its inputs
+    out: str            # variable name of its result
+    dtype: np.dtype
+
+
+@dataclass
+class ScalarProgram:
+    inputs: list[str]                 # variable names bound to the kernel's inputs
+    in_infos: list[Info]
+    steps: list[Step] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    out_dtypes: list = field(default_factory=list)
+
+    def name(self) -> str:
+        ops = []
+        for s in self.steps:
+            n = s.op.op_type.lower()
+            if n not in ops:
+                ops.append(n)
+        return "fused_" + "_".join(ops[:6]) + ("_etc" if len(ops) > 6 else "")
+
+    def body_lines(self) -> list[str]:
+        lines = []
+        for s in self.steps:
+            expr = s.op.expr(s.ctx, s.args)
+            lines.append(f"{s.out} = {SCALAR_TYPE[np.dtype(s.dtype)]}({expr})")
+        return lines
+
+
+def collapse(out_shape: tuple, in_shapes: list[tuple]) -> tuple[tuple, list[tuple]]:
+    """Merge adjacent dims that broadcast alike in every input; drop size-1 output dims.
+
+    Returns the collapsed output shape and each input's collapsed shape (1 where it broadcasts).
+    """
+    rank = len(out_shape)
+    padded = [(1,) * (rank - len(s)) + tuple(s) for s in in_shapes]
+    dims, patterns = [], []
+    for d in range(rank):
+        if out_shape[d] == 1:
+            continue
+        pat = tuple(p[d] == out_shape[d] for p in padded)
+        if dims and patterns[-1] == pat:
+            dims[-1] *= out_shape[d]
+        else:
+            dims.append(out_shape[d])
+            patterns.append(pat)
+    if not dims:
+        return (1,), [(1,) for _ in in_shapes]
+    ins = [tuple(dims[k] if patterns[k][i] else 1 for k in range(len(dims))) for i in range(len(in_shapes))]
+    return tuple(dims), ins
+
+
+def render_loop_body(program: ScalarProgram, in_shapes: list[tuple], rank: int, indent: str) -> list[str]:
+    idx = [f"i{k}" for k in range(rank)]
+    lines = []
+    for name, var, shape in zip([f"in{j}" for j in range(len(program.inputs))], program.inputs, in_shapes):
+        sub = ", ".join(idx[k] if shape[k] != 1 else "0" for k in range(rank))
+        lines.append(f"{var} = {name}[{sub}]")
+    lines += program.body_lines()
+    sub = ", ".join(idx)
+    for j, var in enumerate(program.outputs):
+        lines.append(f"out{j}[{sub}] = {var}")
+    return [indent + line for line in lines]
+
+
+def evaluate_python(program: ScalarProgram, arrays: list[np.ndarray], out_shape: tuple) -> list[np.ndarray]:
+    """Run the program element by element in plain Python: for folding small constants
+    without paying a compile."""
+    import math  # noqa: F401 - used by expressions
+    code = compile("\n".join(program.body_lines()), "<ortjit-fold>", "exec")
+    outs = [np.empty(out_shape, dt) for dt in program.out_dtypes]
+    bcast = [np.broadcast_to(a, out_shape) for a in arrays]
+    scope = {"np": np, "math": __import__("math")}
+    for idx in np.ndindex(*out_shape):
+        env = dict(scope)
+        for var, a in zip(program.inputs, bcast):
+            env[var] = a[idx]
+        with np.errstate(all="ignore"):
+            exec(code, env)
+        for o, var in zip(outs, program.outputs):
+            o[idx] = env[var]
+    return outs

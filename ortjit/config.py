@@ -1,0 +1,41 @@
+"""Process-wide switches: where compiled kernels are cached, whether generated code is shown."""
+from __future__ import annotations
+
+import os
+import sys
+
+_show_code = None
+
+
+def cache_dir() -> str:
+    """ORTJIT_CACHE_DIR, else the user's cache folder (XDG on Linux)."""
+    path = os.environ.get("ORTJIT_CACHE_DIR")
+    if not path:
+        if sys.platform == "win32":
+            base = os.environ.get("LOCALAPPDATA", os.path.expanduser("~"))
+        elif sys.platform == "darwin":
+            base = os.path.expanduser("~/Library/Caches")
+        else:
+            base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+        path = os.path.join(base, "ortjit")
+    return path
+
+
+def show_code(enable: bool | None = True) -> None:
+    """Print every fused kernel's generated source and every plan as it is built.
+
+    The same switch as the environment variable ORTJIT_SHOW_CODE=1; None goes back to
+    what the environment says.
+    """
+    global _show_code
+    _show_code = enable
+
+
+def showing_code() -> bool:
+    if _show_code is not None:
+        return _show_code
+    return os.environ.get("ORTJIT_SHOW_CODE", "") not in ("", "0", "false", "False")
+
+
+def emit(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)

@@ -1,0 +1,105 @@
+"""Frontend: a path, bytes or ModelProto becomes a checked, shape-inferred onnx-ir Model."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from . import dtypes
+from .errors import InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile
+
+
+@dataclass(frozen=True)
+class ValueSpec:
+    """What a graph input or output looks like from outside: name, type, shape."""
+    name: str
+    type: str                      # 'tensor(float)', 'seq(map(int64,tensor(float)))'
+    shape: tuple                   # ints, strings for symbolic dims, None for unknown
+    dtype: np.dtype | None         # numpy dtype for tensors, None for other types
+    has_shape: bool = True         # False when the model gives no shape (unknown rank)
+
+    @property
+    def is_tensor(self) -> bool:
+        return self.type.startswith("tensor(")
+
+
+def read_proto(model) -> onnx.ModelProto:
+    """Parse whatever the caller gave us into a ModelProto, with ORT's error classes."""
+    if isinstance(model, onnx.ModelProto):
+        return model
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return _parse(bytes(model), "the given bytes")
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.exists(path):
+            raise NoSuchFile(f"Load model from {path} failed: File doesn't exist")
+        if os.path.isdir(path):
+            raise InvalidArgument(f"Load model from {path} failed: it is a directory, not an .onnx file")
+        with open(path, "rb") as f:
+            proto = _parse(f.read(), path)
+        if _has_external_data(proto):
+            try:
+                onnx.external_data_helper.load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
+            except (OSError, ValueError) as e:
+                raise NoSuchFile(f"Load model from {path} failed: external data: {e}") from None
+        return proto
+    raise InvalidArgument(f"Cannot load a model from an object of type {type(model).__name__}: "
+                          "give a path, bytes or an onnx.ModelProto")
+
+
+def _parse(data: bytes, where: str) -> onnx.ModelProto:
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except Exception as e:  # protobuf raises DecodeError, sometimes others
+        raise InvalidProtobuf(f"Load model from {where} failed: Protobuf parsing failed ({e})") from None
+    if not proto.HasField("graph") or not proto.opset_import:
+        raise InvalidProtobuf(f"Load model from {where} failed: Protobuf parsing failed (no graph or opset)")
+    return proto
+
+
+def _has_external_data(proto: onnx.ModelProto) -> bool:
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+
+
+def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """onnx's shape inference is the first source of shapes; a failure there is an invalid graph."""
+    try:
+        return onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
+    except onnx.shape_inference.InferenceError as e:
+        raise InvalidGraph(f"This is an invalid model. Shape inference failed: {e}") from None
+    except Exception:  # shape inference can trip on custom domains; keep the model as given
+        return proto
+
+
+def value_spec(vi: onnx.ValueInfoProto) -> ValueSpec:
+    t = vi.type
+    type_str = dtypes.type_string(t)
+    dtype, shape, has_shape = None, (), False
+    if t.WhichOneof("value") == "tensor_type":
+        elem = t.tensor_type.elem_type
+        dtype = dtypes.ONNX_TO_NUMPY.get(elem)
+        if t.tensor_type.HasField("shape"):
+            has_shape = True
+            shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param if d.HasField("dim_param") else None)
+                          for d in t.tensor_type.shape.dim)
+    return ValueSpec(vi.name, type_str, shape, dtype, has_shape)
+
+
+def graph_specs(proto: onnx.ModelProto) -> tuple[list[ValueSpec], list[ValueSpec], list[ValueSpec]]:
+    """(inputs the caller must feed, overridable initializers, outputs)."""
+    init_names = {t.name for t in proto.graph.initializer}
+    required = [value_spec(vi) for vi in proto.graph.input if vi.name not in init_names]
+    overridable = [value_spec(vi) for vi in proto.graph.input if vi.name in init_names]
+    outputs = [value_spec(vi) for vi in proto.graph.output]
+    return required, overridable, outputs
+
+
+def to_ir(proto: onnx.ModelProto) -> ir.Model:
+    try:
+        return ir.serde.deserialize_model(proto)
+    except Exception as e:
+        raise InvalidGraph(f"This is an invalid model: {e}") from None

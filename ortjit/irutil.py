@@ -1,0 +1,86 @@
+"""Small helpers over onnx-ir objects shared by the passes and the plan builder."""
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from . import dtypes
+from .errors import InvalidGraph, NotImplemented
+from .ops import lookup
+from .ops.base import Info, NodeContext
+from .ops.registry import normalize_domain
+
+
+def attr_value(attr: ir.Attr):
+    v = attr.value
+    if isinstance(v, ir.TensorProtocol):
+        return tensor_to_numpy(v)
+    if isinstance(v, (list, tuple)) and v and isinstance(v[0], ir.TensorProtocol):
+        return [tensor_to_numpy(t) for t in v]
+    if isinstance(v, (list, tuple)):
+        return list(v)
+    return v
+
+
+def attributes(node: ir.Node) -> dict:
+    return {name: attr_value(a) for name, a in node.attributes.items()}
+
+
+def tensor_to_numpy(t) -> np.ndarray:
+    arr = t.numpy()
+    if t.dtype == ir.DataType.STRING:
+        return np.array([s.decode() if isinstance(s, bytes) else s for s in np.asarray(arr).ravel()],
+                        dtype=object).reshape(tuple(t.shape))
+    return np.asarray(arr)
+
+
+def opset_of(node: ir.Node, opsets: dict) -> int:
+    dom = normalize_domain(node.domain)
+    for k, v in opsets.items():
+        if normalize_domain(k) == dom:
+            return v
+    return 1
+
+
+def op_for(node: ir.Node, opsets: dict):
+    """The op implementing this node, or the exception ONNX Runtime raises when there is none."""
+    opset = opset_of(node, opsets)
+    op = lookup(node.domain, node.op_type, opset)
+    if op is None:
+        import onnx
+        where = f"node '{node.name}'" if node.name else f"a {node.op_type} node"
+        try:
+            onnx.defs.get_schema(node.op_type, opset, node.domain)
+        except Exception:
+            raise InvalidGraph(f"This is an invalid model. In {where}: No Op registered for {node.op_type} "
+                               f"with domain_version of {opset} (domain '{node.domain}')") from None
+        raise NotImplemented(f"Could not find an implementation for {node.op_type}({opset}) {where}")
+    return op, opset
+
+
+def context(node: ir.Node, opset: int, inputs: list, opsets: dict | None = None) -> NodeContext:
+    ctx = NodeContext(node.op_type, node.name or node.op_type, opset, attributes(node), inputs,
+                      len(node.outputs), node)
+    if opsets is not None:
+        ctx.extra["opsets"] = opsets
+    return ctx
+
+
+def const_info(arr) -> Info:
+    arr = np.asarray(arr) if not isinstance(arr, (list, dict)) else arr
+    if isinstance(arr, np.ndarray):
+        return Info(tuple(arr.shape), arr.dtype, arr)
+    return Info(None, "non-tensor", arr)
+
+
+def initializer_value(v: ir.Value) -> np.ndarray:
+    return tensor_to_numpy(v.const_value)
+
+
+def numpy_dtype(v: ir.Value):
+    if v.dtype is None:
+        return None
+    try:
+        return dtypes.to_numpy(v.dtype.value)
+    except Exception:
+        return None

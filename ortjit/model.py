@@ -1,0 +1,147 @@
+"""CompiledModel: ortjit's own entry point. Load, optimize, then build one plan per shape signature."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from . import frontend, irutil, passes
+from .dtypes import to_onnx, ONNX_TYPE_NAMES
+from .errors import InvalidArgument
+from .ops.base import Info
+from .plan import PlanCache, build_plan
+
+
+class CompiledModel:
+    def __init__(self, model, optimization_level: int = passes.ALL, max_steps: int = 10,
+                 plan_cache_size: int = 8, free_dimension_overrides: dict | None = None):
+        proto = frontend.read_proto(model)
+        if free_dimension_overrides:
+            proto = _override_free_dims(proto, free_dimension_overrides)
+        proto = frontend.infer_shapes(proto)
+        self.inputs, self.overridable, self.outputs = frontend.graph_specs(proto)
+        self.metadata = {"producer_name": proto.producer_name, "graph_name": proto.graph.name,
+                         "domain": proto.domain, "description": proto.doc_string,
+                         "graph_description": proto.graph.doc_string, "version": proto.model_version,
+                         "custom_metadata_map": {p.key: p.value for p in proto.metadata_props}}
+        self.ir = frontend.to_ir(proto)
+        for node in self.ir.graph.all_nodes():
+            irutil.op_for(node, self.ir.opset_imports)  # unknown ops fail here, at load, as in ORT
+        self.passes_applied = passes.optimize(self.ir, optimization_level, max_steps)
+        self.plans = PlanCache(plan_cache_size)
+        self._input_by_name = {s.name: s for s in self.inputs}
+        self._overridable_names = {s.name for s in self.overridable}
+        self._output_index = {s.name: k for k, s in enumerate(self.outputs)}
+        self._lock = threading.Lock()
+
+    # ---- running
+    def run(self, feed: dict, output_names=None, stop=None, profile=None) -> list:
+        arrays = self.validate_feed(feed)
+        plan = self.plan_for(arrays)
+        ordered = [arrays[v.name] for v in self.ir.graph.inputs if v.name in arrays]
+        results = plan.run(ordered, stop=stop, profile=profile)
+        if output_names is None:
+            return results
+        return [results[self.output_index(n)] for n in output_names]
+
+    def output_index(self, name: str) -> int:
+        try:
+            return self._output_index[name]
+        except (KeyError, TypeError):
+            raise InvalidArgument(f"Invalid output name: {name}") from None
+
+    def plan_for(self, arrays: dict):
+        key = tuple((n, a.shape, a.dtype.str) if isinstance(a, np.ndarray) else (n, type(a).__name__)
+                    for n, a in arrays.items())
+        plan = self.plans.get(key)
+        if plan is None:
+            with self._lock:
+                plan = self.plans.get(key)
+                if plan is None:
+                    infos = {n: Info(a.shape, a.dtype) for n, a in arrays.items()}
+                    overridden = frozenset(n for n in arrays if n in self._overridable_names)
+                    plan = build_plan(self.ir.graph, self.ir.opset_imports, infos, overridden)
+                    self.plans.put(key, plan)
+        return plan
+
+    def validate_feed(self, feed: dict) -> dict:
+        """Check names, dtypes, ranks and fixed dims as ONNX Runtime does; returns name -> array."""
+        if not isinstance(feed, dict):
+            raise InvalidArgument(f"The input feed must be a dict of name -> array, not {type(feed).__name__}")
+        missing = [s.name for s in self.inputs if s.name not in feed]
+        if missing:
+            raise InvalidArgument(f"Required inputs ({missing}) are missing from input feed ({list(feed)}).")
+        arrays = {}
+        for name, value in feed.items():
+            spec = self._input_by_name.get(name)
+            if spec is None and name not in self._overridable_names:
+                raise InvalidArgument(f"Invalid input name: {name}")
+            if spec is None:
+                spec = next(s for s in self.overridable if s.name == name)
+            if not spec.is_tensor:
+                arrays[name] = value
+                continue
+            arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+            if arr.dtype.kind in "US":
+                arr = arr.astype(object)
+            if spec.dtype is not None and arr.dtype != spec.dtype:
+                raise InvalidArgument(f"Unexpected input data type. Actual: (tensor({_type_name(arr.dtype)})) , "
+                                      f"expected: ({spec.type}) for input '{name}'")
+            if spec.has_shape:
+                if arr.ndim != len(spec.shape):
+                    raise InvalidArgument(f"Invalid rank for input: {name} Got: {arr.ndim} Expected: {len(spec.shape)} "
+                                          "Please fix either the inputs/outputs or the model.")
+                bad = [(i, arr.shape[i], d) for i, d in enumerate(spec.shape) if isinstance(d, int) and d != arr.shape[i]]
+                if bad:
+                    detail = "".join(f" index: {i} Got: {g} Expected: {e}\n" for i, g, e in bad)
+                    raise InvalidArgument(f"Got invalid dimensions for input: {name} for the following indices\n"
+                                          f"{detail} Please fix either the inputs/outputs or the model.")
+            arrays[name] = np.ascontiguousarray(arr)
+        return arrays
+
+    # ---- looking inside
+    def fused_groups(self) -> list[tuple[str, list[str]]]:
+        return [(n.name, [b.op_type for b in n.attributes["body"].value])
+                for n in self.ir.graph if n.domain == "ortjit"]
+
+    def kernel_sources(self) -> dict[str, str]:
+        out = {}
+        for plan in self.plans.values():
+            for step in plan.steps:
+                if step.source:
+                    out[getattr(step.fn, "name", step.op_type) + f" ({step.name})"] = step.source
+        return out
+
+    def explain(self) -> str:
+        lines = [f"passes applied: {', '.join(self.passes_applied) or 'none'}",
+                 f"nodes after optimization: {len(self.ir.graph)}"]
+        for name, ops in self.fused_groups():
+            lines.append(f"fused group {name}: {' -> '.join(ops)}")
+        for plan in self.plans.values():
+            lines.append(plan.describe())
+        for name, src in self.kernel_sources().items():
+            lines.append(f"# ---- kernel {name}\n{src}")
+        return "\n".join(lines)
+
+    def save_optimized(self, path: str) -> None:
+        onnx.save(ir.serde.serialize_model(self.ir), path)
+
+
+def _type_name(dtype) -> str:
+    try:
+        return ONNX_TYPE_NAMES[to_onnx(dtype)]
+    except KeyError:
+        return str(dtype)
+
+
+def _override_free_dims(proto: onnx.ModelProto, overrides: dict) -> onnx.ModelProto:
+    proto2 = onnx.ModelProto()
+    proto2.CopyFrom(proto)
+    for vi in proto2.graph.input:
+        if vi.type.HasField("tensor_type"):
+            for d in vi.type.tensor_type.shape.dim:
+                if d.HasField("dim_param") and d.dim_param in overrides:
+                    d.dim_value = int(overrides[d.dim_param])
+    return proto2

@@ -1,0 +1,112 @@
+"""Activation functions: elementwise, attributes as in the ONNX spec with its defaults."""
+from .base import Elementwise
+from .registry import register
+
+
+def _f(ctx, name, default):
+    return repr(float(ctx.attr(name, default)))
+
+
+@register("Relu")
+class Relu(Elementwise):
+    def expr(self, ctx, a):
+        return f"np.maximum({a[0]}, 0)"
+
+
+@register("LeakyRelu")
+class LeakyRelu(Elementwise):
+    def expr(self, ctx, a):
+        return f"({a[0]} if {a[0]} >= 0 else {_f(ctx, 'alpha', 0.01)} * {a[0]})"
+
+
+@register("PRelu")
+class PRelu(Elementwise):
+    def expr(self, ctx, a):
+        return f"({a[0]} if {a[0]} >= 0 else {a[1]} * {a[0]})"
+
+
+@register("ThresholdedRelu")
+class ThresholdedRelu(Elementwise):
+    def expr(self, ctx, a):
+        return f"({a[0]} if {a[0]} > {_f(ctx, 'alpha', 1.0)} else 0)"
+
+
+@register("Sigmoid")
+class Sigmoid(Elementwise):
+    def expr(self, ctx, a):
+        return f"1.0 / (1.0 + np.exp(-{a[0]}))"
+
+
+@register("HardSigmoid")
+class HardSigmoid(Elementwise):
+    def expr(self, ctx, a):
+        return f"np.maximum(0, np.minimum(1, {_f(ctx, 'alpha', 0.2)} * {a[0]} + {_f(ctx, 'beta', 0.5)}))"
+
+
+@register("HardSwish")
+class HardSwish(Elementwise):
+    def expr(self, ctx, a):
+        return f"{a[0]} * np.maximum(0, np.minimum(1, {a[0]} / 6.0 + 0.5))"
+
+
+@register("Tanh")
+class Tanh(Elementwise):
+    def expr(self, ctx, a):
+        return f"np.tanh({a[0]})"
+
+
+@register("Softplus")
+class Softplus(Elementwise):
+    def expr(self, ctx, a):
+        x = a[0]
+        return f"(np.log1p(np.exp(-np.abs({x}))) + np.maximum({x}, 0))"  # no overflow for large x
+
+
+@register("Softsign")
+class Softsign(Elementwise):
+    def expr(self, ctx, a):
+        return f"{a[0]} / (1.0 + np.abs({a[0]}))"
+
+
+@register("Elu")
+class Elu(Elementwise):
+    def expr(self, ctx, a):
+        return f"({a[0]} if {a[0]} >= 0 else {_f(ctx, 'alpha', 1.0)} * np.expm1({a[0]}))"
+
+
+@register("Selu")
+class Selu(Elementwise):
+    def expr(self, ctx, a):
+        alpha = _f(ctx, "alpha", 1.67326319217681884765625)
+        gamma = _f(ctx, "gamma", 1.05070102214813232421875)
+        return f"{gamma} * ({a[0]} if {a[0]} > 0 else {alpha} * np.expm1({a[0]}))"
+
+
+@register("Celu")
+class Celu(Elementwise):
+    def expr(self, ctx, a):
+        alpha = _f(ctx, "alpha", 1.0)
+        return f"(np.maximum({a[0]}, 0) + np.minimum(0, {alpha} * np.expm1({a[0]} / {alpha})))"
+
+
+@register("Mish")
+class Mish(Elementwise):
+    def expr(self, ctx, a):
+        x = a[0]
+        return f"{x} * np.tanh(np.log1p(np.exp(-np.abs({x}))) + np.maximum({x}, 0))"
+
+
+@register("Gelu", since=20)
+class Gelu(Elementwise):
+    def expr(self, ctx, a):
+        x = a[0]
+        if ctx.attr("approximate", "none") == "tanh":
+            return f"0.5 * {x} * (1.0 + np.tanh(0.7978845608028654 * ({x} + 0.044715 * {x} * {x} * {x})))"
+        return f"0.5 * {x} * (1.0 + math.erf({x} * 0.7071067811865476))"
+
+
+@register("Shrink")
+class Shrink(Elementwise):
+    def expr(self, ctx, a):
+        x, lambd, bias = a[0], _f(ctx, "lambd", 0.5), _f(ctx, "bias", 0.0)
+        return f"({x} + {bias} if {x} < -{lambd} else ({x} - {bias} if {x} > {lambd} else 0))"

@@ -1,0 +1,152 @@
+"""Elementwise arithmetic and unary math: one scalar expression per op."""
+import numpy as np
+
+from .base import Elementwise, NodeContext
+from .registry import register
+
+
+def _unary(op_type, template, since=1):
+    cls = type(op_type, (Elementwise,), {"expr": lambda self, ctx, a: template.format(x=a[0])})
+    return register(op_type, since=since)(cls)
+
+
+for _name, _tpl in {
+    "Neg": "-{x}", "Abs": "np.abs({x})", "Exp": "np.exp({x})", "Log": "np.log({x})",
+    "Sqrt": "np.sqrt({x})", "Reciprocal": "1.0 / {x}", "Floor": "np.floor({x})", "Ceil": "np.ceil({x})",
+    "Round": "np.rint({x})", "Sin": "np.sin({x})", "Cos": "np.cos({x})", "Tan": "np.tan({x})",
+    "Asin": "np.arcsin({x})", "Acos": "np.arccos({x})", "Atan": "np.arctan({x})",
+    "Sinh": "np.sinh({x})", "Cosh": "np.cosh({x})", "Asinh": "np.arcsinh({x})",
+    "Acosh": "np.arccosh({x})", "Atanh": "np.arctanh({x})", "Erf": "math.erf({x})", "Sign": "np.sign({x})",
+}.items():
+    _unary(_name, _tpl)
+
+
+@register("Add")
+class Add(Elementwise):
+    def expr(self, ctx, a):
+        return f"{a[0]} + {a[1]}"
+
+
+@register("Sub")
+class Sub(Elementwise):
+    def expr(self, ctx, a):
+        return f"{a[0]} - {a[1]}"
+
+
+@register("Mul")
+class Mul(Elementwise):
+    def expr(self, ctx, a):
+        return f"{a[0]} * {a[1]}"
+
+
+@register("Div")
+class Div(Elementwise):
+    def expr(self, ctx, a):
+        x, y = a
+        if np.dtype(self.out_dtype(ctx)).kind in "iu":
+            # integer division truncates toward zero, as in C (ONNX Runtime), not floor like Python
+            return f"({x} // {y} if ({x} % {y} == 0 or ({x} < 0) == ({y} < 0)) else {x} // {y} + 1)"
+        return f"{x} / {y}"
+
+
+@register("Pow")
+class Pow(Elementwise):
+    def expr(self, ctx, a):
+        return f"{a[0]} ** {a[1]}"
+
+
+@register("Mod")
+class Mod(Elementwise):
+    def expr(self, ctx, a):
+        if ctx.attr("fmod", 0) or np.dtype(self.out_dtype(ctx)).kind == "f":
+            return f"np.fmod({a[0]}, {a[1]})"
+        return f"{a[0]} % {a[1]}"  # the sign of the divisor, as Python and numpy do
+
+
+class Variadic(Elementwise):
+    combine = ""
+
+    def expr(self, ctx, a):
+        out = a[0]
+        for x in a[1:]:
+            out = self.combine.format(out, x)
+        return out
+
+
+@register("Sum")
+class Sum(Variadic):
+    combine = "({} + {})"
+
+
+@register("Mean")
+class Mean(Variadic):
+    def expr(self, ctx, a):
+        return "(" + " + ".join(a) + f") / {len(a)}"
+
+
+@register("Max")
+class Max(Variadic):
+    combine = "np.maximum({}, {})"
+
+
+@register("Min")
+class Min(Variadic):
+    combine = "np.minimum({}, {})"
+
+
+@register("Clip")
+class Clip(Elementwise):
+    """Before opset 11 min and max are attributes; from 11 they are optional inputs."""
+
+    def expr(self, ctx, a):
+        x = a[0]
+        if ctx.opset < 11:
+            lo, hi = ctx.attr("min", -3.4028234663852886e38), ctx.attr("max", 3.4028234663852886e38)
+            return f"np.minimum(np.maximum({x}, {float(lo)!r}), {float(hi)!r})"
+        lo = a[1] if len(a) > 1 else None
+        hi = a[2] if len(a) > 2 else None
+        if lo is not None:
+            x = f"np.maximum({x}, {lo})"
+        if hi is not None:
+            x = f"np.minimum({x}, {hi})"
+        return x
+
+
+@register("Cast")
+class Cast(Elementwise):
+    def out_dtype(self, ctx):
+        from ..dtypes import to_numpy
+        return to_numpy(ctx.attr("to"))
+
+    def expr(self, ctx, a):
+        return a[0]  # the conversion is the step's typed assignment
+
+
+@register("CastLike")
+class CastLike(Elementwise):
+    def out_dtype(self, ctx):
+        return ctx.inputs[1].dtype
+
+    def expr(self, ctx, a):
+        return a[0]
+
+
+@register("IsNaN")
+class IsNaN(Elementwise):
+    def out_dtype(self, ctx):
+        return np.bool_
+
+    def expr(self, ctx, a):
+        return f"np.isnan({a[0]})"
+
+
+@register("IsInf")
+class IsInf(Elementwise):
+    def out_dtype(self, ctx):
+        return np.bool_
+
+    def expr(self, ctx, a):
+        neg, pos = ctx.attr("detect_negative", 1), ctx.attr("detect_positive", 1)
+        x = a[0]
+        terms = ([f"{x} == np.inf"] if pos else []) + ([f"{x} == -np.inf"] if neg else [])
+        return " or ".join(terms) if terms else "False"

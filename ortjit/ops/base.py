@@ -1,0 +1,166 @@
+"""What an op is to the compiler.
+
+An op class tells, for one node whose input shapes are known (a plan is built for
+concrete shapes), what its outputs look like (`infer`) and how to compute them
+(`kernel`). Elementwise ops instead give a scalar expression, so that chains of them
+can be fused into one generated loop (see ortjit/codegen).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import InvalidArgument, NotImplemented, RuntimeException
+
+
+@dataclass
+class Info:
+    """A value known at plan time: its shape and dtype, and its data if it is static."""
+    shape: tuple | None            # None for non-tensors (sequences, maps)
+    dtype: Any                     # numpy dtype, or a string for non-tensors
+    value: Any = None              # numpy array when known at plan time (constant or shape-derived)
+
+    @property
+    def static(self) -> bool:
+        return self.value is not None
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape is not None else 0
+
+
+@dataclass
+class NodeContext:
+    """One node as an op sees it when a plan is built."""
+    op_type: str
+    name: str
+    opset: int
+    attrs: dict
+    inputs: list                   # list[Info | None]; None for an omitted optional input
+    num_outputs: int
+    node: Any = None               # the onnx_ir Node (for subgraph attributes)
+    extra: dict = field(default_factory=dict)
+
+    def attr(self, name, default=None):
+        v = self.attrs.get(name)
+        return default if v is None else v
+
+    def input(self, i) -> Info | None:
+        return self.inputs[i] if i < len(self.inputs) else None
+
+    def value(self, i, what="input"):
+        """The plan-time value of input i, which this op needs to know its output shape."""
+        info = self.input(i)
+        if info is None:
+            return None
+        if info.value is None:
+            raise NotImplemented(f"{self.op_type} node '{self.name}': its {what} (input {i}) must be known "
+                                 "before running (a constant or computed from input shapes)")
+        return info.value
+
+    def fail(self, message, cls=InvalidArgument):
+        return cls(f"{self.op_type} node '{self.name}': {message}")
+
+
+class Op:
+    """Base of every op. Subclasses set op_type (and domain) and implement infer + kernel."""
+    op_type: str = ""
+    domain: str = ""
+    # 'write': kernel(*inputs, *outputs) fills preallocated outputs (the fast path).
+    # 'return': kernel(*inputs) returns its outputs (views, or non-tensor values).
+    mode = "write"
+    # Ops whose outputs depend only on input shapes (Shape, Size): evaluated at plan time.
+    shape_only = False
+
+    def infer(self, ctx: NodeContext) -> list[Info]:
+        raise NotImplementedError
+
+    def kernel(self, ctx: NodeContext) -> Callable:
+        raise NotImplementedError
+
+    def evaluate(self, ctx: NodeContext, inputs: list) -> list:
+        """Compute the outputs from concrete inputs (constant folding, plan-time values)."""
+        fn = self.kernel(ctx)
+        if self.mode == "return":
+            out = fn(*inputs)
+            return list(out) if isinstance(out, (tuple, list)) else [out]
+        outs = [np.empty(i.shape, i.dtype) for i in self.infer(ctx)]
+        fn(*inputs, *outs)
+        return outs
+
+
+def broadcast_shapes(ctx: NodeContext, *shapes) -> tuple:
+    try:
+        return tuple(int(d) for d in np.broadcast_shapes(*[s for s in shapes if s is not None]))
+    except ValueError:
+        raise ctx.fail("input shapes " + ", ".join(str(list(s)) for s in shapes)
+                       + " cannot be broadcast together") from None
+
+
+def normalize_axis(ctx: NodeContext, axis: int, rank: int, what="axis") -> int:
+    if not -rank <= axis < max(rank, 1):
+        raise ctx.fail(f"{what} {axis} is out of range for a tensor of rank {rank}")
+    return axis + rank if axis < 0 else axis
+
+
+def check_index_range(ctx: NodeContext, indices: np.ndarray, bound: int, what="indices"):
+    """Numba does not bounds-check: every index that comes from data is checked here first."""
+    if indices.size and (indices.min() < -bound or indices.max() >= bound):
+        bad = indices[(indices < -bound) | (indices >= bound)].ravel()[0]
+        raise RuntimeException(f"{ctx.op_type} node '{ctx.name}': {what} element out of data bounds, "
+                               f"idx={int(bad)} must be within the inclusive range [{-bound},{bound - 1}]")
+
+
+class Elementwise(Op):
+    """An op computed element by element over broadcast inputs: gives a scalar expression.
+
+    `expr(ctx, args)` returns Python/Numba source for one element, given the variable
+    names of its inputs; it must work both in Numba and in plain Python on numpy scalars.
+    Chains of these ops are fused into one generated loop.
+    """
+
+    def out_dtype(self, ctx: NodeContext):
+        return ctx.inputs[0].dtype
+
+    def expr(self, ctx: NodeContext, args: list[str]) -> str:
+        raise NotImplementedError
+
+    def check(self, ctx: NodeContext) -> None:
+        """Raise for inputs this op cannot take (wrong dtype...)."""
+
+    def present_inputs(self, ctx: NodeContext) -> list[int]:
+        return [i for i, x in enumerate(ctx.inputs) if x is not None]
+
+    def infer(self, ctx):
+        self.check(ctx)
+        shape = broadcast_shapes(ctx, *[ctx.inputs[i].shape for i in self.present_inputs(ctx)])
+        return [Info(shape, np.dtype(self.out_dtype(ctx)))]
+
+    def program(self, ctx):
+        from ..codegen.elementwise import ScalarProgram, Step
+        present = self.present_inputs(ctx)
+        names = [f"x{i}" for i in present]
+        args = [f"x{i}" if x is not None else None for i, x in enumerate(ctx.inputs)]
+        dtype = np.dtype(self.out_dtype(ctx))
+        return ScalarProgram(names, [ctx.inputs[i] for i in present],
+                             [Step(self, ctx, args, "y", dtype)], ["y"], [dtype])
+
+    def kernel(self, ctx):
+        from ..codegen.cpu import ElementwiseKernel
+        out = self.infer(ctx)[0]
+        program = self.program(ctx)
+        k = ElementwiseKernel(program, out.shape, [i.shape for i in program.in_infos])
+        present, n = self.present_inputs(ctx), len(ctx.inputs)
+        if len(present) == n:
+            return k
+        return lambda *a: k(*[a[i] for i in present], *a[n:])  # omitted optional inputs come as None
+
+    def evaluate(self, ctx, inputs):
+        from ..codegen.elementwise import evaluate_python
+        out = self.infer(ctx)[0]
+        if out.size <= 4096:
+            present = self.present_inputs(ctx)
+            return evaluate_python(self.program(ctx), [np.asarray(inputs[i]) for i in present], out.shape)
+        return super().evaluate(ctx, inputs)

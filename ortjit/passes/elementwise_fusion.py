@@ -1,0 +1,123 @@
+"""Elementwise fusion: a tree of elementwise nodes becomes one ortjit.FusedElementwise node.
+
+The fused node keeps the original nodes as its `body` subgraph, so the optimized model
+stays a loadable .onnx and the codegen renders the body as one loop. A producer joins a
+group only when every use of its result is inside the group (so the group has a single
+output, the root's) and its result has the root's shape (so nothing is recomputed per
+broadcast element).
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from .. import irutil
+from ..errors import OrtjitError
+from ..ops.base import Elementwise
+
+FUSED_DOMAIN = "ortjit"
+MAX_GROUP_INPUTS = 16
+
+
+def _fusable(node: ir.Node, opsets: dict) -> bool:
+    if node.domain not in ("", "ai.onnx") or len(node.outputs) != 1:
+        return False
+    try:
+        op, _ = irutil.op_for(node, opsets)
+    except OrtjitError:
+        return False
+    if not isinstance(op, Elementwise):
+        return False
+    values = [v for v in node.inputs if v is not None] + list(node.outputs)
+    for v in values:
+        dt = irutil.numpy_dtype(v)
+        if dt is None or dt.kind not in "biuf" or dt == np.float16:
+            return False
+    return True
+
+
+def _same_shape(a: ir.Value, b: ir.Value) -> bool:
+    return a.shape is not None and b.shape is not None and list(a.shape) == list(b.shape) and \
+        all(d is not None and not (isinstance(d, ir.SymbolicDim) and d.value is None) for d in a.shape)
+
+
+class ElementwiseFusionPass(ir.passes.InPlacePass):
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph, opsets = model.graph, model.opset_imports
+        grouped: set = set()
+        modified = False
+        counter = 0
+        for root in reversed(list(graph)):
+            if root in grouped or not _fusable(root, opsets):
+                continue
+            group = self._grow(root, opsets, grouped)
+            if len(group) < 2:
+                continue
+            grouped.update(group)
+            self._replace(graph, root, group, counter)
+            counter += 1
+            modified = True
+        if modified:
+            model.opset_imports.setdefault(FUSED_DOMAIN, 1)
+        return ir.passes.PassResult(model, modified)
+
+    def _grow(self, root: ir.Node, opsets: dict, grouped: set) -> list:
+        group = [root]
+        members = {root}
+        changed = True
+        while changed:
+            changed = False
+            for node in list(group):
+                for v in node.inputs:
+                    p = v.producer() if v is not None else None
+                    if p is None or p in members or p in grouped or v.is_graph_output():
+                        continue
+                    if not all(use.node in members for use in v.uses()):
+                        continue
+                    if not _fusable(p, opsets) or not _same_shape(v, root.outputs[0]):
+                        continue
+                    if len(self._externals(group + [p])) > MAX_GROUP_INPUTS:
+                        continue
+                    group.append(p)
+                    members.add(p)
+                    changed = True
+        return group
+
+    @staticmethod
+    def _externals(group: list) -> list:
+        members = set(group)
+        seen, out = set(), []
+        for node in reversed(group):  # producers were appended after consumers
+            for v in node.inputs:
+                if v is None or v in seen:
+                    continue
+                if v.producer() in members:
+                    continue
+                seen.add(v)
+                out.append(v)
+        return out
+
+    def _replace(self, graph: ir.Graph, root: ir.Node, group: list, counter: int) -> None:
+        order = [n for n in graph if n in set(group)]  # topological order of the members
+        externals = self._externals(group)
+        body_inputs = []
+        for k, v in enumerate(externals):
+            b = ir.Value(name=f"in{k}", shape=v.shape, type=v.type)
+            body_inputs.append(b)
+            for node in order:
+                for idx, x in enumerate(node.inputs):
+                    if x is v:
+                        node.replace_input_with(idx, b)
+        out = root.outputs[0]
+        name = "fused_" + "_".join(dict.fromkeys(n.op_type.lower() for n in order)) + f"_{counter}"
+        fused = ir.Node(FUSED_DOMAIN, "FusedElementwise", externals, num_outputs=1, name=name)
+        graph.insert_before(root, fused)
+        new_out = fused.outputs[0]
+        new_out.type, new_out.shape = out.type, out.shape
+        out_name = out.name
+        out.replace_all_uses_with(new_out, replace_graph_outputs=True)
+        graph.remove(order, safe=False)
+        body = ir.Graph(body_inputs, [out], nodes=order, name=name)
+        new_out.name = out_name
+        out.name = "out0"
+        fused.attributes["body"] = ir.AttrGraph("body", body)

@@ -1,0 +1,232 @@
+"""Execution plans: for one input-shape signature, the ordered kernel calls with every
+intermediate buffer's shape known and its storage assigned (reused by liveness).
+
+Building a plan walks the optimized graph once: nodes whose inputs are all known at plan
+time (constants, or values computed from input shapes such as Shape -> Gather -> Concat)
+are evaluated there and become constants of the plan; every other node becomes a Step
+with a compiled kernel. A second run with the same shapes compiles nothing and allocates
+only the outputs it returns.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+
+from . import config, irutil
+from .errors import OrtjitError, RuntimeException
+from .ops.base import Info
+
+
+@dataclass
+class Step:
+    name: str            # node name
+    op_type: str
+    fn: object
+    ins: list            # slot index per input (None: omitted optional input)
+    outs: list           # slot index per output
+    mode: str            # 'write' or 'return'
+    out_infos: list
+    source: str | None = None   # generated kernel source, when the kernel is generated
+
+
+@dataclass
+class Plan:
+    input_slots: list            # slot per graph input, in feed order
+    output_slots: list           # slot per graph output
+    output_fresh: list           # output allocated per run (write mode) -> returned as is
+    steps: list
+    template: list               # slot -> constant array, preallocated buffer, or None
+    out_infos: list              # Info per graph output
+    arena_bytes: int = 0
+    build_seconds: float = 0.0
+    stats: dict = field(default_factory=dict)
+
+    def run(self, inputs: list, stop=None, profile=None) -> list:
+        vals = self.template.copy()
+        for slot, x in zip(self.input_slots, inputs):
+            vals[slot] = x
+        for slot, fresh, info in zip(self.output_slots, self.output_fresh, self.out_infos):
+            if fresh:
+                vals[slot] = np.empty(info.shape, info.dtype)
+        for step in self.steps:
+            if stop is not None and stop():
+                from .errors import Fail
+                raise Fail("Exiting due to terminate flag being set to true.")
+            t0 = time.perf_counter() if profile is not None else 0.0
+            try:
+                args = [None if i is None else vals[i] for i in step.ins]
+                if step.mode == "write":
+                    step.fn(*args, *[vals[o] for o in step.outs])
+                else:
+                    res = step.fn(*args)
+                    if len(step.outs) == 1 and not isinstance(res, tuple):
+                        res = (res,)
+                    for o, r in zip(step.outs, res):
+                        vals[o] = r
+            except OrtjitError:
+                raise
+            except Exception as e:
+                raise RuntimeException(f"Non-zero status code returned while running {step.op_type} node. "
+                                       f"Name:'{step.name}' Status Message: {type(e).__name__}: {e}") from e
+            if profile is not None:
+                profile.append((step, t0, time.perf_counter()))
+        outs = []
+        for slot, fresh in zip(self.output_slots, self.output_fresh):
+            v = vals[slot]
+            outs.append(v if fresh or not isinstance(v, np.ndarray) else v.copy())
+        return outs
+
+    def describe(self) -> str:
+        lines = [f"plan: {len(self.steps)} kernel calls, arena {self.arena_bytes} bytes, "
+                 f"built in {self.build_seconds * 1e3:.1f} ms"]
+        for s in self.steps:
+            shapes = ", ".join(str(list(i.shape)) if i.shape is not None else "?" for i in s.out_infos)
+            kname = getattr(s.fn, "name", getattr(s.fn, "__name__", type(s.fn).__name__))
+            lines.append(f"  {s.op_type:<20} {s.name:<30} -> {shapes}  [{kname}]")
+        return "\n".join(lines)
+
+
+class _Slots:
+    def __init__(self):
+        self.index: dict = {}
+
+    def __call__(self, value) -> int:
+        if value not in self.index:
+            self.index[value] = len(self.index)
+        return self.index[value]
+
+
+def build_plan(graph: ir.Graph, opsets: dict, feed_infos: dict, overridden: frozenset = frozenset()) -> Plan:
+    """feed_infos: graph input name -> Info (shape, dtype) of what the caller feeds."""
+    t0 = time.perf_counter()
+    slots = _Slots()
+    infos: dict = {}
+    static: dict = {}
+    for v in graph.initializers.values():
+        if v.name in overridden:
+            continue
+        arr = irutil.initializer_value(v)
+        infos[v] = irutil.const_info(arr)
+        static[slots(v)] = arr
+    input_slots = []
+    for v in graph.inputs:
+        if v.name in feed_infos:
+            infos[v] = feed_infos[v.name]
+            input_slots.append(slots(v))
+    steps = []
+    for node in graph:
+        op, opset = irutil.op_for(node, opsets)
+        ins = [infos.get(v) if v is not None else None for v in node.inputs]
+        ctx = irutil.context(node, opset, ins, opsets)
+        present = [i for i in ins if i is not None]
+        if all(i.static for i in present) or op.shape_only:
+            args = [i.value if i is not None and i.static else _shape_stub(i) for i in ins]
+            outs = op.evaluate(ctx, args)
+            for v, arr in zip(node.outputs, outs):
+                infos[v] = irutil.const_info(arr)
+                static[slots(v)] = arr
+            continue
+        out_infos = op.infer(ctx)
+        for v, info in zip(node.outputs, out_infos):
+            infos[v] = Info(info.shape, info.dtype)
+        fn = op.kernel(ctx)
+        steps.append(Step(ctx.name, node.op_type, fn,
+                          [slots(v) if v is not None else None for v in node.inputs],
+                          [slots(v) for v in node.outputs], op.mode, out_infos,
+                          getattr(fn, "source", None)))
+    output_slots = [slots(v) for v in graph.outputs]
+    out_infos = [infos[v] for v in graph.outputs]
+    produced_by_write = {o for s in steps if s.mode == "write" for o in s.outs}
+    output_fresh = [s in produced_by_write and s not in input_slots and output_slots.count(s) == 1
+                    for s in output_slots]
+    template: list = [None] * len(slots.index)
+    for s, arr in static.items():
+        template[s] = arr
+    plan = Plan(input_slots, output_slots, output_fresh, steps, template, out_infos)
+    _assign_buffers(plan, infos, slots)
+    plan.build_seconds = time.perf_counter() - t0
+    if config.showing_code():
+        config.emit(plan.describe())
+    return plan
+
+
+def _shape_stub(info: Info):
+    """A zero-size-in-memory array with the right shape and dtype, for shape-only ops."""
+    return np.broadcast_to(np.zeros((), info.dtype if isinstance(info.dtype, np.dtype) else np.float32), info.shape)
+
+
+def _assign_buffers(plan: Plan, infos: dict, slots: _Slots) -> None:
+    """Give every intermediate written by a kernel a buffer, reusing buffers whose values are dead."""
+    info_of = {slots.index[v]: i for v, i in infos.items() if v in slots.index}
+    n = len(plan.steps)
+    last_use: dict = {}
+    for k, step in enumerate(plan.steps):
+        for i in step.ins:
+            if i is not None:
+                last_use[i] = k
+        for o in step.outs:
+            last_use.setdefault(o, k)
+    for s in plan.output_slots:
+        last_use[s] = n
+    # a value returned by a 'return' step may alias its inputs: keep those alive as long
+    for step in reversed(plan.steps):
+        if step.mode == "return":
+            end = max(last_use.get(o, 0) for o in step.outs)
+            for i in step.ins:
+                if i is not None:
+                    last_use[i] = max(last_use.get(i, 0), end)
+    outputs = set(plan.output_slots)
+    free: list = []   # raw uint8 blocks not holding a live value
+    held: dict = {}   # slot -> block
+    total = 0
+    for k, step in enumerate(plan.steps):
+        if step.mode == "write":
+            for o, info in zip(step.outs, step.out_infos):
+                if o in outputs or o in held:
+                    continue
+                need = max(int(np.prod(info.shape, dtype=np.int64)) * np.dtype(info.dtype).itemsize, 1)
+                fits = [b for b in free if b.nbytes >= need]
+                if fits:
+                    block = min(fits, key=lambda b: b.nbytes)
+                    free.remove(block)
+                else:
+                    block = np.empty(need, np.uint8)
+                    total += need
+                held[o] = block
+                count = int(np.prod(info.shape, dtype=np.int64))
+                plan.template[o] = block[:count * np.dtype(info.dtype).itemsize].view(info.dtype).reshape(info.shape)
+        for s in list(held):
+            if last_use.get(s, n) <= k:
+                free.append(held.pop(s))
+    plan.arena_bytes = total
+    del info_of
+
+
+class PlanCache:
+    """A bounded LRU of plans keyed by the input shape signature."""
+
+    def __init__(self, capacity: int = 8):
+        self.capacity = max(1, int(capacity))
+        self._plans: OrderedDict = OrderedDict()
+
+    def get(self, key):
+        plan = self._plans.get(key)
+        if plan is not None:
+            self._plans.move_to_end(key)
+        return plan
+
+    def put(self, key, plan):
+        self._plans[key] = plan
+        self._plans.move_to_end(key)
+        while len(self._plans) > self.capacity:
+            self._plans.popitem(last=False)
+
+    def __len__(self):
+        return len(self._plans)
+
+    def values(self):
+        return list(self._plans.values())
