@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import InvalidArgument, NotImplemented, RuntimeException
+from ..errors import InvalidArgument, NotImplemented
 
 
 @dataclass
@@ -109,7 +109,9 @@ def check_index_range(ctx: NodeContext, indices: np.ndarray, bound: int, what="i
     """Numba does not bounds-check: every index that comes from data is checked here first."""
     if indices.size and (indices.min() < -bound or indices.max() >= bound):
         bad = indices[(indices < -bound) | (indices >= bound)].ravel()[0]
-        raise RuntimeException(f"{ctx.op_type} node '{ctx.name}': {what} element out of data bounds, "
+        # ONNX Runtime reports this as INVALID_ARGUMENT
+        raise InvalidArgument(f"Non-zero status code returned while running {ctx.op_type} node. Name:'{ctx.name}' "
+                              f"Status Message: {what} element out of data bounds, "
                                f"idx={int(bad)} must be within the inclusive range [{-bound},{bound - 1}]")
 
 
