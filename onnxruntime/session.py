@@ -55,7 +55,8 @@ class InferenceSession(Session):
         self._sess = ortjit.compile(path_or_bytes, optimization_level=level,
                                     max_steps=int(opts.max_num_graph_transformation_steps),
                                     plan_cache_size=cache_size,
-                                    free_dimension_overrides=dict(opts._free_dims))
+                                    free_dimension_overrides=dict(opts._free_dims),
+                                    num_threads=int(opts.intra_op_num_threads))
         if opts.optimized_model_filepath:
             self._sess.save_optimized(opts.optimized_model_filepath)
         self._inputs = [NodeArg(s) for s in self._sess.inputs]

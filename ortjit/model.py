@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 
+import numba
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -16,7 +17,8 @@ from .plan import PlanCache, build_plan
 
 class CompiledModel:
     def __init__(self, model, optimization_level: int = passes.ALL, max_steps: int = 10,
-                 plan_cache_size: int = 8, free_dimension_overrides: dict | None = None):
+                 plan_cache_size: int = 8, free_dimension_overrides: dict | None = None,
+                 num_threads: int = 0):
         proto = frontend.read_proto(model)
         if free_dimension_overrides:
             proto = _override_free_dims(proto, free_dimension_overrides)
@@ -35,11 +37,14 @@ class CompiledModel:
         self._overridable_names = {s.name for s in self.overridable}
         self._output_index = {s.name: k for k, s in enumerate(self.outputs)}
         self._lock = threading.Lock()
+        self.num_threads = _thread_count(num_threads)
 
     # ---- running
     def run(self, feed: dict, output_names=None, stop=None, profile=None) -> list:
         arrays = self.validate_feed(feed)
         plan = self.plan_for(arrays)
+        if self.num_threads and numba.get_num_threads() != self.num_threads:
+            numba.set_num_threads(self.num_threads)
         ordered = [arrays[v.name] for v in self.ir.graph.inputs if v.name in arrays]
         results = plan.run(ordered, stop=stop, profile=profile)
         if output_names is None:
@@ -127,6 +132,13 @@ class CompiledModel:
 
     def save_optimized(self, path: str) -> None:
         onnx.save(ir.serde.serialize_model(self.ir), path)
+
+
+def _thread_count(requested: int) -> int:
+    """Threads for parallel kernels: 0 means all that Numba was started with."""
+    if not requested or requested <= 0:
+        return 0
+    return min(int(requested), numba.config.NUMBA_NUM_THREADS)
 
 
 def _type_name(dtype) -> str:
