@@ -89,16 +89,44 @@ def value_spec(vi: onnx.ValueInfoProto) -> ValueSpec:
     return ValueSpec(vi.name, type_str, shape, dtype, has_shape)
 
 
-def graph_specs(proto: onnx.ModelProto) -> tuple[list[ValueSpec], list[ValueSpec], list[ValueSpec]]:
-    """(inputs the caller must feed, overridable initializers, outputs)."""
-    init_names = {t.name for t in proto.graph.initializer}
-    required = [value_spec(vi) for vi in proto.graph.input if vi.name not in init_names]
-    overridable = [value_spec(vi) for vi in proto.graph.input if vi.name in init_names]
-    outputs = [value_spec(vi) for vi in proto.graph.output]
+def graph_specs(declared: onnx.ModelProto, inferred: onnx.ModelProto):
+    """(inputs the caller must feed, overridable initializers, outputs).
+
+    What the model declares wins; shape inference fills outputs declared without a type,
+    with dims it could not name left unknown (None).
+    """
+    init_names = {t.name for t in declared.graph.initializer}
+    required = [value_spec(vi) for vi in declared.graph.input if vi.name not in init_names]
+    overridable = [value_spec(vi) for vi in declared.graph.input if vi.name in init_names]
+    outputs = []
+    for vi, inf in zip(declared.graph.output, inferred.graph.output):
+        spec = value_spec(vi if vi.type.WhichOneof("value") else inf)
+        shape = tuple(None if isinstance(d, str) and d.startswith("unk__") else d for d in spec.shape)
+        outputs.append(ValueSpec(spec.name, spec.type, shape, spec.dtype, spec.has_shape))
     return required, overridable, outputs
 
 
+def _has_map(t: onnx.TypeProto) -> bool:
+    which = t.WhichOneof("value")
+    return which == "map_type" or (which == "sequence_type" and _has_map(t.sequence_type.elem_type)) \
+        or (which == "optional_type" and _has_map(t.optional_type.elem_type))
+
+
+def _without_map_types(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """onnx-ir cannot represent map types; the specs were read before, so drop those types."""
+    g = proto.graph
+    if not any(_has_map(v.type) for v in [*g.input, *g.output, *g.value_info]):
+        return proto
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    for v in [*copy.graph.input, *copy.graph.output, *copy.graph.value_info]:
+        if _has_map(v.type):
+            v.ClearField("type")
+    return copy
+
+
 def to_ir(proto: onnx.ModelProto) -> ir.Model:
+    proto = _without_map_types(proto)
     try:
         return ir.serde.deserialize_model(proto)
     except Exception as e:

@@ -22,8 +22,8 @@ class CompiledModel:
         proto = frontend.read_proto(model)
         if free_dimension_overrides:
             proto = _override_free_dims(proto, free_dimension_overrides)
-        proto = frontend.infer_shapes(proto)
-        self.inputs, self.overridable, self.outputs = frontend.graph_specs(proto)
+        declared, proto = proto, frontend.infer_shapes(proto)
+        self.inputs, self.overridable, self.outputs = frontend.graph_specs(declared, proto)
         self.metadata = {"producer_name": proto.producer_name, "graph_name": proto.graph.name,
                          "domain": proto.domain, "description": proto.doc_string,
                          "graph_description": proto.graph.doc_string, "version": proto.model_version,
@@ -103,7 +103,7 @@ class CompiledModel:
                     detail = "".join(f" index: {i} Got: {g} Expected: {e}\n" for i, g, e in bad)
                     raise InvalidArgument(f"Got invalid dimensions for input: {name} for the following indices\n"
                                           f"{detail} Please fix either the inputs/outputs or the model.")
-            arrays[name] = np.ascontiguousarray(arr)
+            arrays[name] = np.asarray(arr, order="C")  # ascontiguousarray would make 0-d 1-d
         return arrays
 
     # ---- looking inside

@@ -188,6 +188,9 @@ def _assign_buffers(plan: Plan, infos: dict, slots: _Slots) -> None:
             for o, info in zip(step.outs, step.out_infos):
                 if o in outputs or o in held:
                     continue
+                if np.dtype(info.dtype) == object:  # references cannot live in a byte arena
+                    plan.template[o] = np.empty(info.shape, object)
+                    continue
                 need = max(int(np.prod(info.shape, dtype=np.int64)) * np.dtype(info.dtype).itemsize, 1)
                 fits = [b for b in free if b.nbytes >= need]
                 if fits:

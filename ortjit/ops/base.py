@@ -73,6 +73,8 @@ class Op:
     mode = "write"
     # Ops whose outputs depend only on input shapes (Shape, Size): evaluated at plan time.
     shape_only = False
+    # Ops with random outputs (Dropout in training mode, random generators): never folded.
+    nondeterministic = False
 
     def infer(self, ctx: NodeContext) -> list[Info]:
         raise NotImplementedError
@@ -137,8 +139,20 @@ class Elementwise(Op):
 
     def infer(self, ctx):
         self.check(ctx)
+        self._check_scalar_types(ctx)
         shape = broadcast_shapes(ctx, *[ctx.inputs[i].shape for i in self.present_inputs(ctx)])
         return [Info(shape, np.dtype(self.out_dtype(ctx)))]
+
+    def _check_scalar_types(self, ctx):
+        """Generated code handles numeric and bool tensors only (not strings, not sequences)."""
+        from ..codegen.elementwise import SCALAR_TYPE
+        for i in self.present_inputs(ctx):
+            info = ctx.inputs[i]
+            if info.shape is None or not isinstance(info.dtype, np.dtype) or info.dtype not in SCALAR_TYPE:
+                raise ctx.fail(f"input {i} of type {info.dtype} is not supported", NotImplemented)
+        out = self.out_dtype(ctx)
+        if not isinstance(out, (np.dtype, type)) or np.dtype(out) not in SCALAR_TYPE:
+            raise ctx.fail(f"output type {out} is not supported", NotImplemented)
 
     def program(self, ctx):
         from ..codegen.elementwise import ScalarProgram, Step
@@ -157,7 +171,7 @@ class Elementwise(Op):
         present, n = self.present_inputs(ctx), len(ctx.inputs)
         if len(present) == n:
             return k
-        return lambda *a: k(*[a[i] for i in present], *a[n:])  # omitted optional inputs come as None
+        return _SkipOmitted(k, present, n)
 
     def evaluate(self, ctx, inputs):
         from ..codegen.elementwise import evaluate_python
@@ -166,3 +180,14 @@ class Elementwise(Op):
             present = self.present_inputs(ctx)
             return evaluate_python(self.program(ctx), [np.asarray(inputs[i]) for i in present], out.shape)
         return super().evaluate(ctx, inputs)
+
+
+class _SkipOmitted:
+    """An elementwise kernel called with its omitted optional inputs (None) left out."""
+
+    def __init__(self, kernel, present: list[int], n_inputs: int):
+        self.kernel, self.present, self.n_inputs = kernel, present, n_inputs
+        self.source, self.name, self.fn = kernel.source, kernel.name, kernel.fn
+
+    def __call__(self, *arrays):
+        self.kernel(*[arrays[i] for i in self.present], *arrays[self.n_inputs:])

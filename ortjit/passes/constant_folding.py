@@ -26,7 +26,7 @@ class ConstantFoldingPass(ir.passes.InPlacePass):
                 continue
             try:
                 op, opset = irutil.op_for(node, model.opset_imports)
-                if op.mode == "return" and getattr(op, "nondeterministic", False):
+                if getattr(op, "nondeterministic", False):  # random ops must not be frozen
                     continue
                 ins = [None if v is None else irutil.const_info(irutil.initializer_value(v)) for v in node.inputs]
                 outs = op.evaluate(irutil.context(node, opset, ins), [None if i is None else i.value for i in ins])
@@ -35,21 +35,12 @@ class ConstantFoldingPass(ir.passes.InPlacePass):
             if not all(isinstance(o, np.ndarray) and o.size <= MAX_FOLDED_ELEMENTS for o in outs):
                 continue
             for v, arr in zip(node.outputs, outs):
-                t = ir.tensor(arr, name=v.name)
-                new = ir.Value(name=v.name, shape=ir.Shape(arr.shape), type=ir.TensorType(t.dtype), const_value=t)
-                if v.is_graph_output():
-                    # keep graph outputs produced by a node: an Identity of the new initializer
-                    new.name = v.name + "__folded"
-                    t.name = new.name
-                    graph.register_initializer(new)
-                    ident = ir.Node("", "Identity", [new], outputs=[ir.Value(name=None)], name=node.name or None)
-                    graph.insert_before(node, ident)
-                    v.replace_all_uses_with(ident.outputs[0], replace_graph_outputs=True)
-                    ident.outputs[0].name = v.name
-                    ident.outputs[0].type, ident.outputs[0].shape = v.type, v.shape
-                else:
-                    graph.register_initializer(new)
-                    v.replace_all_uses_with(new)
+                name = v.name
+                v.name = f"{name}__unfolded"  # free the name for the initializer that replaces it
+                t = ir.tensor(arr, name=name)
+                new = ir.Value(name=name, shape=ir.Shape(arr.shape), type=ir.TensorType(t.dtype), const_value=t)
+                graph.register_initializer(new)
+                v.replace_all_uses_with(new, replace_graph_outputs=True)
             graph.remove(node, safe=False)
             modified = True
         return ir.passes.PassResult(model, modified)
