@@ -45,13 +45,27 @@ def load(name: str, source: str, attr: str = "kernel"):
         except OSError:
             fresh = True
         if fresh:
-            _write_atomic(path, source)
+            try:
+                _write_atomic(path, source)
+            except OSError:
+                # an unwritable cache folder costs the on-disk cache, not the run
+                path = os.path.join(_fallback_dir(), os.path.basename(path))
+                _write_atomic(path, source)
         modname = f"ortjit_kernel_{key}"
         spec = importlib.util.spec_from_file_location(modname, path)
         mod = importlib.util.module_from_spec(spec)
         sys.modules[modname] = mod
         spec.loader.exec_module(mod)
         _loaded[key] = mod
-        if config.showing_code():
-            config.emit(f"# ---- ortjit kernel {name} ({path})\n{source}")
+    if config.showing_code():  # every time a kernel is asked for, compiled before or not
+        config.emit(f"# ---- ortjit kernel {name} ({mod.__file__})\n{source}")
     return getattr(mod, attr)
+
+
+_fallback: list = []
+
+
+def _fallback_dir() -> str:
+    if not _fallback:
+        _fallback.append(tempfile.mkdtemp(prefix="ortjit-kernels-"))
+    return _fallback[0]

@@ -147,7 +147,7 @@ def build_plan(graph: ir.Graph, opsets: dict, feed_infos: dict, overridden: froz
     for s, arr in static.items():
         template[s] = arr
     plan = Plan(input_slots, output_slots, output_fresh, steps, template, out_infos)
-    _assign_buffers(plan, infos, slots)
+    _assign_buffers(plan)
     plan.build_seconds = time.perf_counter() - t0
     if config.showing_code():
         config.emit(plan.describe())
@@ -159,9 +159,8 @@ def _shape_stub(info: Info):
     return np.broadcast_to(np.zeros((), info.dtype if isinstance(info.dtype, np.dtype) else np.float32), info.shape)
 
 
-def _assign_buffers(plan: Plan, infos: dict, slots: _Slots) -> None:
+def _assign_buffers(plan: Plan) -> None:
     """Give every intermediate written by a kernel a buffer, reusing buffers whose values are dead."""
-    info_of = {slots.index[v]: i for v, i in infos.items() if v in slots.index}
     n = len(plan.steps)
     last_use: dict = {}
     for k, step in enumerate(plan.steps):
@@ -192,10 +191,9 @@ def _assign_buffers(plan: Plan, infos: dict, slots: _Slots) -> None:
                     plan.template[o] = np.empty(info.shape, object)
                     continue
                 need = max(int(np.prod(info.shape, dtype=np.int64)) * np.dtype(info.dtype).itemsize, 1)
-                fits = [b for b in free if b.nbytes >= need]
-                if fits:
-                    block = min(fits, key=lambda b: b.nbytes)
-                    free.remove(block)
+                fits = [j for j, b in enumerate(free) if b.nbytes >= need]
+                if fits:  # the smallest free block that fits (by position: arrays do not compare with ==)
+                    block = free.pop(min(fits, key=lambda j: free[j].nbytes))
                 else:
                     block = np.empty(need, np.uint8)
                     total += need
@@ -206,7 +204,6 @@ def _assign_buffers(plan: Plan, infos: dict, slots: _Slots) -> None:
             if last_use.get(s, n) <= k:
                 free.append(held.pop(s))
     plan.arena_bytes = total
-    del info_of
 
 
 class PlanCache:

@@ -6,6 +6,13 @@ that broadcast are indexed with 0 on their broadcast dims. Dims are collapsed fi
 the loop nest is as shallow as the broadcast pattern allows (often one flat loop), which
 keeps the kernel source independent of the actual sizes: one kernel serves all shapes
 with the same broadcast pattern.
+
+float16: Numba has no float16 scalars (nor float16 arrays), so a compiled kernel sees
+float16 inputs as float32 arrays (converted exactly by the caller, see
+ortjit/codegen/cpu) and writes float16 outputs to float32 arrays the caller copies back.
+Every step whose type is float16 rounds its value to the nearest float16 (`_f16`, ties
+to even, overflow to inf) and keeps it as a float32, as numpy's float16 loops do; plain
+Python evaluation (constant folding) uses numpy's float16 scalars directly.
 """
 from __future__ import annotations
 
@@ -15,13 +22,16 @@ import numpy as np
 
 from ..ops.base import Info
 
-# numpy scalar constructors usable in generated code (numba and plain Python alike)
+# numpy scalar constructors usable in generated code (numba and plain Python alike);
+# float16 is np.float16 in plain Python and F16_ROUND in Numba code (see the module doc)
 SCALAR_TYPE = {
     np.dtype(np.float32): "np.float32", np.dtype(np.float64): "np.float64", np.dtype(np.float16): "np.float16",
     np.dtype(np.int8): "np.int8", np.dtype(np.int16): "np.int16", np.dtype(np.int32): "np.int32",
     np.dtype(np.int64): "np.int64", np.dtype(np.uint8): "np.uint8", np.dtype(np.uint16): "np.uint16",
     np.dtype(np.uint32): "np.uint32", np.dtype(np.uint64): "np.uint64", np.dtype(np.bool_): "np.bool_",
 }
+F16 = np.dtype(np.float16)
+F16_ROUND = "_f16"
 
 
 @dataclass
@@ -49,11 +59,17 @@ class ScalarProgram:
                 ops.append(n)
         return "fused_" + "_".join(ops[:6]) + ("_etc" if len(ops) > 6 else "")
 
-    def body_lines(self) -> list[str]:
+    def uses_float16(self) -> bool:
+        return any(np.dtype(s.dtype) == F16 for s in self.steps)
+
+    def body_lines(self, compiled: bool = False) -> list[str]:
+        """One typed assignment per step; `compiled`: for Numba (float16 rounded by F16_ROUND)."""
         lines = []
         for s in self.steps:
             expr = s.op.expr(s.ctx, s.args)
-            lines.append(f"{s.out} = {SCALAR_TYPE[np.dtype(s.dtype)]}({expr})")
+            dtype = np.dtype(s.dtype)
+            conv = F16_ROUND if compiled and dtype == F16 else SCALAR_TYPE[dtype]
+            lines.append(f"{s.out} = {conv}({expr})")
         return lines
 
 
@@ -86,7 +102,7 @@ def render_loop_body(program: ScalarProgram, in_shapes: list[tuple], rank: int, 
     for name, var, shape in zip([f"in{j}" for j in range(len(program.inputs))], program.inputs, in_shapes):
         sub = ", ".join(idx[k] if shape[k] != 1 else "0" for k in range(rank))
         lines.append(f"{var} = {name}[{sub}]")
-    lines += program.body_lines()
+    lines += program.body_lines(compiled=True)
     sub = ", ".join(idx)
     for j, var in enumerate(program.outputs):
         lines.append(f"out{j}[{sub}] = {var}")

@@ -1,16 +1,25 @@
 """Activation functions: elementwise, attributes as in the ONNX spec with its defaults."""
+import numpy as np
+
 from .base import Elementwise
 from .registry import register
 
 
 def _f(ctx, name, default):
-    return repr(float(ctx.attr(name, default)))
+    """A float attribute as source text. ONNX float attributes are float32: a default is
+    rounded as a given value would be (ONNX Runtime computes with those for double too)."""
+    return _f32(ctx.attr(name, default))
+
+
+def _f32(value):
+    return repr(float(np.float32(value)))
 
 
 @register("Relu")
 class Relu(Elementwise):
     def expr(self, ctx, a):
-        return f"np.maximum({a[0]}, 0)"
+        # not np.maximum: Numba's returns -0.0 for -0.0 (numpy and ONNX Runtime give +0.0); NaN stays NaN
+        return f"({a[0]} if not {a[0]} <= 0 else 0)"
 
 
 @register("LeakyRelu")
@@ -46,7 +55,8 @@ class HardSigmoid(Elementwise):
 @register("HardSwish")
 class HardSwish(Elementwise):
     def expr(self, ctx, a):
-        return f"{a[0]} * np.maximum(0, np.minimum(1, {a[0]} / 6.0 + 0.5))"
+        # the spec's function body: X * HardSigmoid<alpha=1/6 (a float32), beta=0.5>(X)
+        return f"{a[0]} * np.maximum(0, np.minimum(1, {_f32(1 / 6)} * {a[0]} + 0.5))"
 
 
 @register("Tanh")
@@ -101,7 +111,9 @@ class Gelu(Elementwise):
     def expr(self, ctx, a):
         x = a[0]
         if ctx.attr("approximate", "none") == "tanh":
-            return f"0.5 * {x} * (1.0 + np.tanh(0.7978845608028654 * ({x} + 0.044715 * {x} * {x} * {x})))"
+            # the constants of the spec's function body, which are float32 (2/pi and 0.044715)
+            c = repr(float(np.sqrt(np.float64(np.float32(2 / np.pi)))))
+            return f"0.5 * {x} * (1.0 + np.tanh({c} * ({x} + {_f32(0.044715)} * {x} * {x} * {x})))"
         return f"0.5 * {x} * (1.0 + math.erf({x} * 0.7071067811865476))"
 
 

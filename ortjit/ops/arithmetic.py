@@ -16,7 +16,9 @@ for _name, _tpl in {
     "Round": "np.rint({x})", "Sin": "np.sin({x})", "Cos": "np.cos({x})", "Tan": "np.tan({x})",
     "Asin": "np.arcsin({x})", "Acos": "np.arccos({x})", "Atan": "np.arctan({x})",
     "Sinh": "np.sinh({x})", "Cosh": "np.cosh({x})", "Asinh": "np.arcsinh({x})",
-    "Acosh": "np.arccosh({x})", "Atanh": "np.arctanh({x})", "Erf": "math.erf({x})", "Sign": "np.sign({x})",
+    "Acosh": "np.arccosh({x})", "Atanh": "np.arctanh({x})", "Erf": "math.erf({x})",
+    # not np.sign: Numba's gives -1 for uint8 above 127 and -0.0 for -0.0 (numpy: 1 and 0.0)
+    "Sign": "(1 if {x} > 0 else (-1 if {x} < 0 else {x} - {x}))",
 }.items():
     _unary(_name, _tpl)
 
@@ -43,7 +45,10 @@ class Mul(Elementwise):
 class Div(Elementwise):
     def expr(self, ctx, a):
         x, y = a
-        if np.dtype(self.out_dtype(ctx)).kind in "iu":
+        kind = np.dtype(self.out_dtype(ctx)).kind
+        if kind == "u":
+            return f"{x} // {y}"  # no mixing with signed literals: Numba would go through float64
+        if kind == "i":
             # integer division truncates toward zero, as in C (ONNX Runtime), not floor like Python
             return f"({x} // {y} if ({x} % {y} == 0 or ({x} < 0) == ({y} < 0)) else {x} // {y} + 1)"
         return f"{x} / {y}"
@@ -52,15 +57,34 @@ class Div(Elementwise):
 @register("Pow")
 class Pow(Elementwise):
     def expr(self, ctx, a):
-        return f"{a[0]} ** {a[1]}"
+        if all(np.dtype(i.dtype).kind in "iu" for i in ctx.inputs[:2]):
+            return f"{a[0]} ** {a[1]}"
+        # np.power, not **: Numba's float ** negative int raises ZeroDivisionError for 0.0
+        return f"np.power({a[0]}, {a[1]})"
 
 
 @register("Mod")
 class Mod(Elementwise):
+    def check(self, ctx):
+        fmod = ctx.attr("fmod", 0)
+        if fmod not in (0, 1):
+            raise ctx.fail("fmod must have value either 0 or 1")
+        if not fmod and np.dtype(self.out_dtype(ctx)).kind == "f":
+            from ..errors import Fail  # as ONNX Runtime: the spec requires fmod=1 for floats
+            raise ctx.fail("fmod attribute must be true for float, float16 and double.", Fail)
+
     def expr(self, ctx, a):
-        if ctx.attr("fmod", 0) or np.dtype(self.out_dtype(ctx)).kind == "f":
-            return f"np.fmod({a[0]}, {a[1]})"
-        return f"{a[0]} % {a[1]}"  # the sign of the divisor, as Python and numpy do
+        x, y = a
+        kind = np.dtype(self.out_dtype(ctx)).kind
+        if kind == "f":
+            return f"np.fmod({x}, {y})"
+        if kind == "u":
+            return f"{x} % {y}"  # both remainders agree; no signed literals (see Div)
+        if ctx.attr("fmod", 0):
+            # C's remainder (the sign of the dividend) from Python's (the sign of the divisor);
+            # Numba's np.fmod on integer scalars is wrong
+            return f"({x} % {y} if ({x} % {y} == 0 or ({x} < 0) == ({y} < 0)) else {x} % {y} - {y})"
+        return f"{x} % {y}"  # the sign of the divisor, as Python and numpy do
 
 
 class Variadic(Elementwise):
@@ -124,8 +148,13 @@ class Cast(Elementwise):
 
 @register("CastLike")
 class CastLike(Elementwise):
+    """Only the type of target_type (input 1) matters: the output has the shape of input 0."""
+
     def out_dtype(self, ctx):
         return ctx.inputs[1].dtype
+
+    def present_inputs(self, ctx):
+        return [0]
 
     def expr(self, ctx, a):
         return a[0]

@@ -46,9 +46,21 @@ class BitwiseNot(Elementwise):
 
 @register("BitShift")
 class BitShift(Elementwise):
+    @staticmethod
+    def _direction(ctx):
+        d = ctx.attr("direction")
+        return d.decode() if isinstance(d, bytes) else d
+
+    def check(self, ctx):
+        if self._direction(ctx) not in ("LEFT", "RIGHT"):
+            raise ctx.fail(f"direction must be LEFT or RIGHT, not {self._direction(ctx)!r}")
+
     def expr(self, ctx, a):
-        op = "<<" if ctx.attr("direction") in ("LEFT", b"LEFT") else ">>"
-        return f"{a[0]} {op} {a[1]}"
+        op = "<<" if self._direction(ctx) == "LEFT" else ">>"
+        bits = np.dtype(self.out_dtype(ctx)).itemsize * 8
+        # a shift by the bit width or more gives 0 (as onnx.reference), not what the CPU does
+        # (x ^ x: a zero of x's type; a literal 0 would make Numba unify uint64 with int64 as float64)
+        return f"({a[0]} {op} {a[1]} if {a[1]} < {bits} else {a[0]} ^ {a[0]})"
 
 
 @register("Where")

@@ -8,10 +8,10 @@ broadcast element).
 """
 from __future__ import annotations
 
-import numpy as np
 import onnx_ir as ir
 
 from .. import irutil
+from ..codegen.elementwise import SCALAR_TYPE
 from ..errors import OrtjitError
 from ..ops.base import Elementwise
 
@@ -31,9 +31,19 @@ def _fusable(node: ir.Node, opsets: dict) -> bool:
     values = [v for v in node.inputs if v is not None] + list(node.outputs)
     for v in values:
         dt = irutil.numpy_dtype(v)
-        if dt is None or dt.kind not in "biuf" or dt == np.float16:
+        if dt is None or dt not in SCALAR_TYPE:  # float16 included: see ortjit/codegen/elementwise.py
             return False
+    if node.op_type == "CastLike" and len(node.inputs) > 1:
+        # target_type gives only a type, yet it becomes an input of the fused loop, which
+        # broadcasts every input to the output's shape: it must fit into that shape
+        return _broadcasts_into(node.inputs[1], node.outputs[0])
     return True
+
+
+def _broadcasts_into(a: ir.Value, b: ir.Value) -> bool:
+    if a is None or a.shape is None or b.shape is None or len(a.shape) > len(b.shape):
+        return False
+    return all(da == 1 or (da == db and isinstance(da, int)) for da, db in zip(reversed(list(a.shape)), reversed(list(b.shape))))
 
 
 def _same_shape(a: ir.Value, b: ir.Value) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import codecache
-from ..elementwise import ScalarProgram, collapse, render_loop_body
+from ..elementwise import F16, F16_ROUND, ScalarProgram, collapse, render_loop_body
 
 # Below this many output elements threads cost more than they save, and a parallel
 # compile costs about 10x a serial one (shared/design.md).
@@ -12,10 +12,32 @@ PARALLEL_MIN_ELEMENTS = 1 << 16
 
 HEADER = "import math\nimport numpy as np\nimport numba\n\n"
 
+# Numba has no float16: a float16 step rounds its value to the nearest float16 (ties to
+# even, overflow to inf, subnormals kept) and holds it as a float32, exactly as numpy's
+# float32 -> float16 conversion does. Part of the generated source, so that the module
+# stays self-contained and its hash covers this code too.
+F16_HELPER = f'''@numba.njit(cache=True, nogil=True)
+def {F16_ROUND}(x):
+    v = np.float64(x)
+    a = abs(v)
+    if not a < 65520.0:  # 65520 rounds up (to even) past the largest float16, 65504
+        if a != a:
+            return np.float32(v)
+        return np.float32(math.copysign(math.inf, v))
+    if a < 6.103515625e-05:  # below 2**-14: subnormal float16, spaced 2**-24
+        q = 5.960464477539063e-08
+    else:  # 11 significant bits
+        q = math.ldexp(1.0, math.frexp(a)[1] - 11)
+    return np.float32(math.copysign(np.rint(a / q) * q, v))
+
+
+'''
+
 
 def render_elementwise(program: ScalarProgram, out_rank: int, in_shapes: list[tuple], parallel: bool) -> str:
     args = ", ".join([f"in{j}" for j in range(len(program.inputs))] + [f"out{j}" for j in range(len(program.outputs))])
-    lines = [HEADER + f"@numba.njit(cache=True, nogil=True, parallel={parallel}, error_model='numpy')",
+    header = HEADER + (F16_HELPER if program.uses_float16() else "")
+    lines = [header + f"@numba.njit(cache=True, nogil=True, parallel={parallel}, error_model='numpy')",
              f"def kernel({args}):"]
     for k in range(out_rank):
         lines.append(f"    n{k} = out0.shape[{k}]")
@@ -29,7 +51,12 @@ def render_elementwise(program: ScalarProgram, out_rank: int, in_shapes: list[tu
 
 
 class ElementwiseKernel:
-    """A compiled fused loop plus the reshapes that map real shapes onto its collapsed ones."""
+    """A compiled fused loop plus the reshapes that map real shapes onto its collapsed ones.
+
+    Called as kernel(*inputs, *outputs): fills the preallocated outputs. float16 inputs
+    reach the compiled loop as float32 copies and float16 outputs are written through
+    float32 buffers (Numba cannot type float16 arrays); both conversions are exact.
+    """
 
     def __init__(self, program: ScalarProgram, out_shape: tuple, in_shapes: list[tuple]):
         cout, cins = collapse(out_shape, in_shapes)
@@ -40,8 +67,20 @@ class ElementwiseKernel:
         self.fn = codecache.load(self.name, self.source)
         self.cout, self.cins = cout, cins
         self.n_in = len(cins)
+        self.f16_in = [j for j, info in enumerate(program.in_infos) if np.dtype(info.dtype) == F16]
+        self.f16_out = [j for j, dt in enumerate(program.out_dtypes) if np.dtype(dt) == F16]
 
     def __call__(self, *arrays):
-        ins = [a.reshape(s) for a, s in zip(arrays[:self.n_in], self.cins)]
+        ins = [np.asarray(a).reshape(s) for a, s in zip(arrays[:self.n_in], self.cins)]
         outs = [o.reshape(self.cout) for o in arrays[self.n_in:]]
+        for j in self.f16_in:
+            ins[j] = ins[j].astype(np.float32)
+        if not self.f16_out:
+            self.fn(*ins, *outs)
+            return
+        targets = list(outs)
+        for j in self.f16_out:
+            outs[j] = np.empty(self.cout, np.float32)
         self.fn(*ins, *outs)
+        for j in self.f16_out:
+            targets[j][...] = outs[j]  # exact: every value is already a float16

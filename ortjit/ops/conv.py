@@ -1,0 +1,171 @@
+"""Conv: im2col (a Numba loop into a scratch buffer made once per plan) then one batched
+GEMM per image through numpy's BLAS; a 1x1 stride-1 unpadded conv is a GEMM on the input as is.
+
+Every spatial rank (1-D, 2-D, 3-D) runs through the same 3-D loop, lower ranks padded with
+unit dims, so there is one Numba compilation per dtype. The window geometry helpers here
+are shared with pooling.py.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ..errors import NotImplemented
+from .base import Info, Op
+from .registry import register
+
+_AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
+
+
+def _ints(ctx, name, default, n):
+    v = ctx.attr(name)
+    v = list(default) if v is None else [int(x) for x in v]
+    if len(v) != n:
+        raise ctx.fail(f"attribute {name}={v} must have {n} values, one per spatial dim")
+    return v
+
+
+def window_geometry(ctx, in_shape, kernel, ceil_mode=False, has_dilations=True):
+    """(out_shape, pads_begin, pads_end, strides, dilations) of a sliding window over the
+    spatial dims `in_shape`, from the node's auto_pad/pads/strides/dilations attributes."""
+    k = len(in_shape)
+    strides = _ints(ctx, "strides", [1] * k, k)
+    dilations = _ints(ctx, "dilations", [1] * k, k) if has_dilations else [1] * k
+    pads = _ints(ctx, "pads", [0] * 2 * k, 2 * k)
+    auto_pad = ctx.attr("auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad not in _AUTO_PADS:
+        raise ctx.fail(f"unknown auto_pad '{auto_pad}'")
+    if min(strides) < 1 or min(dilations) < 1 or min(pads) < 0 or min(kernel) < 1:
+        raise ctx.fail(f"strides {strides}, dilations {dilations} and kernel {list(kernel)} must be positive, "
+                       f"pads {pads} non-negative")
+    out, begin, end = [], [], []
+    for i in range(k):
+        n, s, span = in_shape[i], strides[i], dilations[i] * (kernel[i] - 1) + 1
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            o = -(-n // s)
+            total = max(0, (o - 1) * s + span - n)
+            b = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+            e = total - b
+        else:
+            b, e = (0, 0) if auto_pad == "VALID" else (pads[i], pads[k + i])
+            room = n + b + e - span
+            o = (-(-room // s) if ceil_mode else room // s) + 1
+            # in ceil mode the last window must still start inside the input or its begin pad
+            if ceil_mode and room >= 0 and (o - 1) * s >= n + b:
+                o -= 1
+        if o < 1:
+            raise ctx.fail(f"the output would be empty along spatial dim {i}: input size {n}, pads {b}+{e}, "
+                           f"kernel {kernel[i]} (dilation {dilations[i]}) does not fit")
+        out.append(o)
+        begin.append(b)
+        end.append(e)
+    return out, begin, end, strides, dilations
+
+
+def to_3d(values, fill):
+    """Spatial parameters of a 1-D/2-D window as 3-D ones (leading unit dims)."""
+    return [fill] * (3 - len(values)) + list(values)
+
+
+@numba.njit(cache=True, nogil=True)
+def _im2col(x, cols, dims, geo):
+    """x: one image (C, D, H, W) flattened; cols: (C, kd, kh, kw, od, oh, ow) flattened, zero
+    where the window lies in the padding. Flat indices: no per-row views in the inner loops."""
+    C, D, H, W, od, oh, ow = dims
+    kd, kh, kw, sd, sh, sw, pd, ph, pw, dd, dh, dw = geo
+    zero = cols.dtype.type(0)
+    q = 0
+    for c in range(C):
+        for a in range(kd):
+            for b in range(kh):
+                for e in range(kw):
+                    # output columns k whose input column k*sw + off falls inside [0, W)
+                    off = e * dw - pw
+                    k_lo = min(max(0, (-off + sw - 1) // sw), ow)
+                    k_hi = max(min(ow, (W - 1 - off) // sw + 1), k_lo) if W - 1 - off >= 0 else k_lo
+                    for i in range(od):
+                        z = i * sd - pd + a * dd
+                        for j in range(oh):
+                            y = j * sh - ph + b * dh
+                            inside = 0 <= z < D and 0 <= y < H
+                            lo, hi = (k_lo, k_hi) if inside else (ow, ow)
+                            base = ((c * D + z) * H + y) * W + off
+                            # indices cast to unsigned: Numba then skips its negative-index
+                            # wraparound, which costs ~10x in these copy loops
+                            for k in range(lo):
+                                cols[np.uint64(q + k)] = zero
+                            for k in range(lo, hi):
+                                cols[np.uint64(q + k)] = x[np.uint64(base + k * sw)]
+                            for k in range(hi, ow):
+                                cols[np.uint64(q + k)] = zero
+                            q += ow
+
+
+def compute_dtype(dtype):
+    """Numba kernels run on float32/float64; float16 data is converted around them."""
+    return np.dtype(np.float32) if np.dtype(dtype) == np.float16 else np.dtype(dtype)
+
+
+@register("Conv")
+class Conv(Op):
+    def _geometry(self, ctx):
+        x, w, b = ctx.inputs[0], ctx.inputs[1], ctx.input(2)
+        if np.dtype(x.dtype).kind != "f" or x.dtype != w.dtype or (b is not None and b.dtype != x.dtype):
+            raise ctx.fail(f"X, W and B must share one float type, got {x.dtype}, {w.dtype}"
+                           + (f", {b.dtype}" if b is not None else ""))
+        if len(x.shape) < 3 or len(w.shape) != len(x.shape):
+            raise ctx.fail(f"X {list(x.shape)} must be (N, C, spatial...) and W {list(w.shape)} "
+                           "(M, C/group, kernel...) of the same rank")
+        group = int(ctx.attr("group", 1))
+        n, c = x.shape[:2]
+        m, cg = w.shape[:2]
+        if group < 1 or c != cg * group or m % group:
+            raise ctx.fail(f"X has {c} channels and W {list(w.shape)}: with group={group} X needs "
+                           f"W.shape[1] * group = {cg * group} channels and M={m} must divide by the group")
+        if b is not None and tuple(b.shape) != (m,):
+            raise ctx.fail(f"B must have shape [{m}], got {list(b.shape)}")
+        kernel = list(w.shape[2:])
+        if ctx.attr("kernel_shape") is not None and [int(k) for k in ctx.attr("kernel_shape")] != kernel:
+            raise ctx.fail(f"kernel_shape {list(ctx.attr('kernel_shape'))} does not match W's shape {list(w.shape)}")
+        return (n, c, m, group, kernel) + tuple(window_geometry(ctx, x.shape[2:], kernel))
+
+    def infer(self, ctx):
+        n, c, m, group, kernel, out, *_ = self._geometry(ctx)
+        return [Info((n, m, *out), np.dtype(ctx.inputs[0].dtype))]
+
+    def kernel(self, ctx):
+        n, c, m, group, kernel, out, begin, end, strides, dilations = self._geometry(ctx)
+        if len(kernel) > 3:
+            raise ctx.fail("only 1-D, 2-D and 3-D convolutions are implemented", NotImplemented)
+        x_shape, dtype = ctx.inputs[0].shape, compute_dtype(ctx.inputs[0].dtype)
+        half = dtype != ctx.inputs[0].dtype
+        cg, mg, ksize, p = c // group, m // group, int(np.prod(kernel)), int(np.prod(out))
+        pointwise = ksize == 1 and all(s == 1 for s in strides) and not any(begin) and not any(end)
+        cols = None
+        if not pointwise:
+            # the scratch buffer the windows are unrolled into, one image at a time
+            cols = np.empty(c * ksize * p, dtype)
+            cols_mat = cols.reshape(group, cg * ksize, p)
+            dims = (c, *to_3d(x_shape[2:], 1), *to_3d(out, 1))
+            geo = (*to_3d(kernel, 1), *to_3d(strides, 1), *to_3d(begin, 0), *to_3d(dilations, 1))
+
+        def run(x, w, *rest):
+            y, bias = rest[-1], (rest[0] if len(rest) == 2 else None)
+            if half:
+                x, w = x.astype(dtype), w.astype(dtype)
+                target, y = y, np.empty(y.shape, dtype)
+            wg = w.reshape(group, mg, cg * ksize)
+            yv = y.reshape(n, group, mg, p)
+            if pointwise:
+                np.matmul(wg, x.reshape(n, group, cg, p), out=yv)
+            else:
+                x = np.ascontiguousarray(x)
+                for i in range(n):
+                    _im2col(x[i].reshape(-1), cols, dims, geo)
+                    np.matmul(wg, cols_mat, out=yv[i])
+            if bias is not None:
+                y.reshape(n, m, p)[...] += bias.reshape(m, 1)
+            if half:
+                target[...] = y
+        return run

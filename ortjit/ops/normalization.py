@@ -1,0 +1,211 @@
+"""BatchNormalization (inference), LRN, InstanceNormalization, LayerNormalization."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ..errors import NotImplemented
+from .base import Info, Op, broadcast_shapes, normalize_axis
+from .conv import compute_dtype
+from .registry import register
+
+
+def _float_input(ctx, i=0):
+    x = ctx.inputs[i]
+    if np.dtype(x.dtype).kind != "f":
+        raise ctx.fail(f"input {i} must be a float tensor, got {x.dtype}")
+    return x
+
+
+# reassoc lets LLVM vectorize the sums (no NaN/inf assumptions, unlike full fastmath)
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _normalize_rows(x, y, mean, inv_std, n, eps):
+    """x, y: (rows, n) flattened; y[r] = (x[r] - mean(x[r])) / sqrt(var(x[r]) + eps). Two
+    passes with float64 sums, so a large offset does not eat the variance. Unsigned
+    indices: Numba skips its negative-index wraparound."""
+    for r in range(mean.size):
+        base = np.uint64(r * n)
+        s = 0.0
+        for j in range(np.uint64(n)):
+            s += x[base + j]
+        m = s / n
+        v = 0.0
+        for j in range(np.uint64(n)):
+            d = x[base + j] - m
+            v += d * d
+        inv = 1.0 / np.sqrt(v / n + eps)
+        for j in range(np.uint64(n)):
+            y[base + j] = (x[base + j] - m) * inv
+        mean[r] = m
+        inv_std[r] = inv
+
+
+def _rows_normalizer(rows, n, dtype, eps):
+    """A function normalizing x viewed as (rows, n) into y; returns (mean, inv_std) buffers,
+    which are allocated once here and overwritten by every call."""
+    dtype = compute_dtype(dtype)
+    mean, inv_std = np.empty(rows), np.empty(rows)
+
+    def run(x, y):
+        xv = np.ascontiguousarray(x, dtype).reshape(-1)
+        if y.dtype == dtype:
+            _normalize_rows(xv, y.reshape(-1), mean, inv_std, n, eps)
+        else:  # float16: normalized in float32
+            tmp = np.empty(y.size, dtype)
+            _normalize_rows(xv, tmp, mean, inv_std, n, eps)
+            y.reshape(-1)[...] = tmp
+        return mean, inv_std
+    return run
+
+
+@register("BatchNormalization")
+class BatchNormalization(Op):
+    """Inference: y = (x - mean) / sqrt(var + epsilon) * scale + B, per channel (axis 1).
+
+    Before opset 9 `spatial=0` gives per-activation statistics of shape X.shape[1:]; before
+    opset 7 `is_test` is an attribute. Training (extra outputs, or training_mode=1 from
+    opset 14) is not implemented."""
+
+    def _param_shape(self, ctx):
+        x = _float_input(ctx)
+        if len(x.shape) < 2:
+            raise ctx.fail(f"X must have rank >= 2 (N, C, ...), got shape {list(x.shape)}")
+        if ctx.attr("training_mode", 0) or ctx.num_outputs > 1:
+            raise ctx.fail("training mode (running statistics outputs) is not implemented", NotImplemented)
+        per_activation = ctx.opset < 9 and ctx.attr("spatial", 1) == 0
+        shape = tuple(x.shape[1:]) if per_activation else (x.shape[1],)
+        for i, name in enumerate(("scale", "B", "mean", "var"), 1):
+            p = ctx.inputs[i]
+            if p.size != int(np.prod(shape)) or len(p.shape) > len(shape):
+                raise ctx.fail(f"{name} must have shape {list(shape)}, got {list(p.shape)}")
+        return shape + (1,) * (len(x.shape) - 1 - len(shape))
+
+    def infer(self, ctx):
+        self._param_shape(ctx)
+        return [Info(tuple(ctx.inputs[0].shape), np.dtype(ctx.inputs[0].dtype))]
+
+    def kernel(self, ctx):
+        shape = self._param_shape(ctx)
+        eps, dtype = float(ctx.attr("epsilon", 1e-5)), np.dtype(ctx.inputs[0].dtype)
+
+        def affine(scale, bias, mean, var):
+            """y = x * a + b, with a and b computed in float64 then rounded once."""
+            a = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
+            b = bias - mean.astype(np.float64) * a
+            return a.astype(dtype).reshape(shape), b.astype(dtype).reshape(shape)
+
+        params = ctx.inputs[1:5]
+        if all(p.static for p in params):  # the usual case: folded once per plan
+            fixed = affine(*[p.value for p in params])
+        else:
+            fixed = None
+
+        def run(x, scale, bias, mean, var, y):
+            a, b = fixed or affine(scale, bias, mean, var)
+            np.multiply(x, a, out=y)
+            y += b
+        return run
+
+
+@register("LRN")
+class LRN(Op):
+    """y = x / (bias + alpha / size * sum of x^2 over the `size` channels around)^beta."""
+
+    def infer(self, ctx):
+        x = _float_input(ctx)
+        if len(x.shape) < 3:
+            raise ctx.fail(f"X must be (N, C, spatial...), got shape {list(x.shape)}")
+        if ctx.attr("size") is None or int(ctx.attr("size")) < 1:
+            raise ctx.fail("attribute size must be a positive integer")
+        return [Info(tuple(x.shape), np.dtype(x.dtype))]
+
+    def kernel(self, ctx):
+        out = self.infer(ctx)[0]
+        size = int(ctx.attr("size"))
+        alpha, beta, bias = float(ctx.attr("alpha", 1e-4)), float(ctx.attr("beta", 0.75)), float(ctx.attr("bias", 1.0))
+        c = out.shape[1]
+        before, after = (size - 1) // 2, size - 1 - (size - 1) // 2
+        # scratch: squares and window sums, allocated once per plan
+        sq, acc = np.empty(out.shape, out.dtype), np.empty(out.shape, out.dtype)
+
+        def run(x, y):
+            np.multiply(x, x, out=sq)
+            acc.fill(0)
+            for off in range(-before, after + 1):  # acc[:, k] += sq[:, k + off], where in range
+                lo, hi = max(0, -off), min(c, c - off)
+                if lo < hi:
+                    window = acc[:, lo:hi]
+                    np.add(window, sq[:, lo + off:hi + off], out=window)
+            np.multiply(acc, alpha / size, out=acc)
+            np.add(acc, bias, out=acc)
+            np.power(acc, -beta, out=acc)
+            np.multiply(x, acc, out=y)
+        return run
+
+
+@register("InstanceNormalization")
+class InstanceNormalization(Op):
+    """Per (n, c) normalization over the spatial dims, then scale[c] and B[c]."""
+
+    def infer(self, ctx):
+        x = _float_input(ctx)
+        if len(x.shape) < 3:
+            raise ctx.fail(f"X must be (N, C, spatial...), got shape {list(x.shape)}")
+        for i, name in ((1, "scale"), (2, "B")):
+            if tuple(ctx.inputs[i].shape) != (x.shape[1],):
+                raise ctx.fail(f"{name} must have shape [{x.shape[1]}], got {list(ctx.inputs[i].shape)}")
+        return [Info(tuple(x.shape), np.dtype(x.dtype))]
+
+    def kernel(self, ctx):
+        out = self.infer(ctx)[0]
+        n, c = out.shape[:2]
+        p = int(np.prod(out.shape[2:]))
+        normalize = _rows_normalizer(n * c, p, out.dtype, float(ctx.attr("epsilon", 1e-5)))
+
+        def run(x, scale, bias, y):
+            normalize(x, y)
+            yv = y.reshape(n, c, p)
+            yv *= scale.reshape(c, 1)
+            yv += bias.reshape(c, 1)
+        return run
+
+
+@register("LayerNormalization", since=17)
+class LayerNormalization(Op):
+    """Normalizes over the dims from `axis` on; optional outputs Mean and InvStdDev have
+    X's shape with those dims set to 1."""
+
+    def _split(self, ctx):
+        x = _float_input(ctx)
+        axis = normalize_axis(ctx, int(ctx.attr("axis", -1)), len(x.shape))
+        inner = tuple(x.shape[axis:])
+        for i, name in ((1, "Scale"), (2, "B")):
+            p = ctx.input(i)
+            if p is not None and (len(p.shape) > len(inner) or broadcast_shapes(ctx, p.shape, inner) != inner):
+                raise ctx.fail(f"{name} of shape {list(p.shape)} does not broadcast to the normalized "
+                               f"shape {list(inner)}")
+        return x, axis
+
+    def infer(self, ctx):
+        x, axis = self._split(ctx)
+        stats = Info(tuple(x.shape[:axis]) + (1,) * (len(x.shape) - axis),
+                     np.dtype(np.float32) if x.dtype == np.float16 else np.dtype(x.dtype))
+        return [Info(tuple(x.shape), np.dtype(x.dtype))] + [stats] * (ctx.num_outputs - 1)
+
+    def kernel(self, ctx):
+        x, axis = self._split(ctx)
+        rows, n = int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:]))
+        normalize = _rows_normalizer(rows, n, x.dtype, float(ctx.attr("epsilon", 1e-5)))
+
+        def run(x, scale, *rest):
+            # (x, scale, y...), or (x, scale, bias, y...) where bias may be None
+            bias, outs = (rest[0], rest[1:]) if len(ctx.inputs) > 2 else (None, rest)
+            y = outs[0]
+            mean, inv_std = normalize(x, y)
+            y *= scale
+            if bias is not None:
+                y += bias
+            for o, v in zip(outs[1:], (mean, inv_std)):
+                if o is not None:
+                    o.reshape(-1)[...] = v
+        return run

@@ -1,0 +1,219 @@
+"""MaxPool, AveragePool, LpPool (one Numba loop over 3-D windows), and the global pools (numpy).
+
+Pooling follows ONNX Runtime where the reference evaluator differs: SAME_LOWER puts the
+extra pad first, LpPool sums |x|^p over the window (padding adds nothing).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ..errors import NotImplemented
+from .base import Info, Op
+from .conv import compute_dtype, to_3d, window_geometry
+from .registry import register
+
+MAX, AVG_EXCLUDE_PAD, AVG_INCLUDE_PAD, LP = 0, 1, 2, 3
+
+
+def _taps(out, s, pad, n, pad_end, k, d):
+    """Per output position along one dim: (first input coordinate, first and last+1 kernel
+    taps inside the input, taps inside input + pads). Made once per plan, so that the
+    kernel does no integer division per window."""
+    t = np.empty((out, 4), np.int64)
+    for o in range(out):
+        start = o * s - pad
+        lo = 0 if start >= 0 else min(k, -(start // d))
+        hi = max(lo, min(k, (n - 1 - start) // d + 1)) if n - 1 - start >= 0 else lo
+        t[o] = start, lo, hi, max(0, min(k, (n + pad_end - 1 - start) // d + 1))
+    return t
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")  # 0/0 -> nan, not an exception
+def _pool(x, y, idx, kind, p, lowest, column_major, dims, dils, tz, ty, tx):
+    """x: (NC, D, H, W) flattened -> y: (NC, od, oh, ow) flattened; tz, ty, tx: the _taps
+    tables of the three dims; lowest: the lowest value of x's dtype. idx (y's size, or
+    empty) receives MaxPool's argmax as a flat index into x. Indices are cast to unsigned
+    so that Numba skips its negative-index wraparound in the inner loops."""
+    NC, D, H, W = dims
+    dd, dh, dw = dils
+    od, oh, ow = tz.shape[0], ty.shape[0], tx.shape[0]
+    want_idx = idx.size == y.size
+    q = 0
+    for nc in range(NC):
+        xb = nc * D * H * W
+        for i in range(od):
+            z0, a_lo, a_hi, na = tz[i, 0], tz[i, 1], tz[i, 2], tz[i, 3]
+            for j in range(oh):
+                y0, b_lo, b_hi, nb = ty[j, 0], ty[j, 1], ty[j, 2], ty[j, 3]
+                for k in range(ow):
+                    x0, c_lo, c_hi, nc_ = tx[k, 0], tx[k, 1], tx[k, 2], tx[k, 3]
+                    if kind == MAX and not want_idx:
+                        best = lowest
+                        for a in range(a_lo, a_hi):
+                            for b in range(b_lo, b_hi):
+                                row = xb + ((z0 + a * dd) * H + y0 + b * dh) * W + x0
+                                for c in range(c_lo, c_hi):
+                                    v = x[np.uint64(row + c * dw)]
+                                    best = v if v > best else best  # a select, no branch
+                        y[np.uint64(q)] = best
+                    elif kind == MAX:
+                        best = lowest
+                        arg = -1
+                        for a in range(a_lo, a_hi):
+                            z = z0 + a * dd
+                            for b in range(b_lo, b_hi):
+                                yy = y0 + b * dh
+                                row = xb + (z * H + yy) * W
+                                for c in range(c_lo, c_hi):
+                                    v = x[np.uint64(row + x0 + c * dw)]
+                                    if v > best or arg < 0:
+                                        best = v
+                                        arg = (z * H + yy) * W + x0 + c * dw
+                        y[np.uint64(q)] = best
+                        if column_major and arg >= 0:  # (z, yy, xx) again, column-major
+                            xx, zy = arg % W, arg // W
+                            arg = zy // H + (zy % H + xx * H) * D
+                        idx[np.uint64(q)] = xb + arg
+                    else:
+                        acc = 0.0
+                        for a in range(a_lo, a_hi):
+                            z = z0 + a * dd
+                            for b in range(b_lo, b_hi):
+                                row = xb + (z * H + y0 + b * dh) * W + x0
+                                for c in range(c_lo, c_hi):
+                                    v = x[np.uint64(row + c * dw)]
+                                    acc += np.abs(v) ** p if kind == LP else v
+                        if kind == LP:
+                            y[np.uint64(q)] = acc ** (1.0 / p)
+                        else:
+                            count = na * nb * nc_ if kind == AVG_INCLUDE_PAD else \
+                                (a_hi - a_lo) * (b_hi - b_lo) * (c_hi - c_lo)
+                            y[np.uint64(q)] = acc / count if count else np.nan
+                    q += 1
+
+
+class _Pool(Op):
+    def _geometry(self, ctx):
+        x = ctx.inputs[0]
+        if len(x.shape) < 3:
+            raise ctx.fail(f"X must be (N, C, spatial...), got shape {list(x.shape)}")
+        kernel = ctx.attr("kernel_shape")
+        if kernel is None or len(kernel) != len(x.shape) - 2:
+            raise ctx.fail(f"kernel_shape {kernel} must give one size per spatial dim of X {list(x.shape)}")
+        kernel = [int(k) for k in kernel]
+        # attributes that an op's version does not have yet are ignored, as ONNX Runtime does
+        ceil = bool(ctx.attr("ceil_mode", 0)) and ctx.opset >= self.ceil_since
+        out, begin, end, strides, dilations = window_geometry(ctx, x.shape[2:], kernel, ceil,
+                                                              ctx.opset >= self.dilations_since)
+        if ctx.attr("auto_pad", "NOTSET") in ("NOTSET", b"NOTSET") and \
+                any(b >= k or e >= k for b, e, k in zip(begin, end, kernel)):
+            raise ctx.fail(f"pads {begin + end} must be smaller than the kernel {kernel}")
+        return kernel, out, begin, end, strides, dilations
+
+    def infer(self, ctx):
+        x = ctx.inputs[0]
+        if np.dtype(x.dtype).kind not in self.kinds:
+            raise ctx.fail(f"unsupported element type {x.dtype}")
+        out = self._geometry(ctx)[1]
+        shape = (*x.shape[:2], *out)
+        return [Info(shape, np.dtype(x.dtype))] + [Info(shape, np.dtype(np.int64))] * (ctx.num_outputs - 1)
+
+    def kernel(self, ctx):
+        kernel, out, begin, end, strides, dilations = self._geometry(ctx)
+        if len(kernel) > 3:
+            raise ctx.fail("only 1-D, 2-D and 3-D pooling is implemented", NotImplemented)
+        x_shape = ctx.inputs[0].shape
+        kind, p = self.kind(ctx), float(ctx.attr("p", 2))
+        dtype = compute_dtype(ctx.inputs[0].dtype)
+        half = dtype != ctx.inputs[0].dtype
+        nc = x_shape[0] * x_shape[1]
+        dims = (nc, *to_3d(x_shape[2:], 1))
+        dils = tuple(to_3d(dilations, 1))
+        tables = [_taps(*g) for g in zip(to_3d(out, 1), to_3d(strides, 1), to_3d(begin, 0), to_3d(x_shape[2:], 1),
+                                         to_3d(end, 0), to_3d(kernel, 1), dils)]
+        column_major = bool(ctx.attr("storage_order", 0)) and ctx.opset >= 8
+        no_idx = np.zeros(0, np.int64)
+        lowest = dtype.type(-np.inf if dtype.kind == "f" else np.iinfo(dtype).min)
+
+        def run(x, y, idx=None):
+            xv = np.ascontiguousarray(x, dtype).reshape(-1)
+            yv = y.reshape(-1) if not half else np.empty(y.size, dtype)
+            _pool(xv, yv, no_idx if idx is None else idx.reshape(-1), kind, p, lowest, column_major, dims, dils, *tables)
+            if half:
+                y[...] = yv.reshape(y.shape)
+        return run
+
+
+@register("MaxPool")
+class MaxPool(_Pool):
+    """Opset 8 adds the Indices output and storage_order, 10 ceil_mode and dilations,
+    12 int8/uint8 data."""
+    kinds, dilations_since, ceil_since = "fiu", 10, 10
+
+    def kind(self, ctx):
+        return MAX
+
+    def infer(self, ctx):
+        if ctx.num_outputs > 1 and ctx.opset < 8:
+            raise ctx.fail("the Indices output needs opset 8 or later")
+        return super().infer(ctx)
+
+
+@register("AveragePool")
+class AveragePool(_Pool):
+    """Opset 7 adds count_include_pad, 10 ceil_mode, 19 dilations."""
+    kinds, dilations_since, ceil_since = "f", 19, 10
+
+    def kind(self, ctx):
+        return AVG_INCLUDE_PAD if ctx.attr("count_include_pad", 0) and ctx.opset >= 7 else AVG_EXCLUDE_PAD
+
+
+@register("LpPool")
+class LpPool(_Pool):
+    """p is a float attribute in opset 1 and an int from 2; 18 adds ceil_mode and dilations."""
+    kinds, dilations_since, ceil_since = "f", 18, 18
+
+    def kind(self, ctx):
+        return LP
+
+
+class _GlobalPool(Op):
+    def infer(self, ctx):
+        x = ctx.inputs[0]
+        if len(x.shape) < 3:
+            raise ctx.fail(f"X must be (N, C, spatial...), got shape {list(x.shape)}")
+        if any(d == 0 for d in x.shape[2:]):
+            raise ctx.fail(f"cannot pool over empty spatial dims, X has shape {list(x.shape)}")
+        return [Info((*x.shape[:2], *[1] * (len(x.shape) - 2)), np.dtype(x.dtype))]
+
+    def kernel(self, ctx):
+        x_shape = ctx.inputs[0].shape
+        rows = (x_shape[0] * x_shape[1], -1)
+        reduce = self.reduce
+
+        def run(x, y):
+            reduce(x.reshape(rows), axis=1, out=y.reshape(-1))
+        return run
+
+
+@register("GlobalAveragePool")
+class GlobalAveragePool(_GlobalPool):
+    reduce = staticmethod(np.mean)
+
+
+@register("GlobalMaxPool")
+class GlobalMaxPool(_GlobalPool):
+    reduce = staticmethod(np.max)
+
+
+@register("GlobalLpPool")
+class GlobalLpPool(_GlobalPool):
+    def kernel(self, ctx):
+        x_shape = ctx.inputs[0].shape
+        rows = (x_shape[0] * x_shape[1], -1)
+        p = float(ctx.attr("p", 2))
+
+        def run(x, y):
+            y.reshape(-1)[...] = np.sum(np.abs(x.reshape(rows)) ** p, axis=1) ** (1.0 / p)
+        return run
