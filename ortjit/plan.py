@@ -124,7 +124,7 @@ def build_plan(graph: ir.Graph, opsets: dict, feed_infos: dict, overridden: froz
         ctx = irutil.context(node, opset, ins, opsets)
         present = [i for i in ins if i is not None]
         if all(i.static for i in present) or op.shape_only:
-            args = [i.value if i is not None and i.static else _shape_stub(i) for i in ins]
+            args = [None if i is None else i.value if i.static else _shape_stub(i) for i in ins]
             outs = op.evaluate(ctx, args)
             for v, arr in zip(node.outputs, outs):
                 infos[v] = irutil.const_info(arr)

@@ -12,7 +12,7 @@ float16 inputs as float32 arrays (converted exactly by the caller, see
 ortjit/codegen/cpu) and writes float16 outputs to float32 arrays the caller copies back.
 Every step whose type is float16 rounds its value to the nearest float16 (`_f16`, ties
 to even, overflow to inf) and keeps it as a float32, as numpy's float16 loops do; plain
-Python evaluation (constant folding) uses numpy's float16 scalars directly.
+Python evaluation (constant folding) does the same with numpy's float16 conversion.
 """
 from __future__ import annotations
 
@@ -68,8 +68,11 @@ class ScalarProgram:
         for s in self.steps:
             expr = s.op.expr(s.ctx, s.args)
             dtype = np.dtype(s.dtype)
-            conv = F16_ROUND if compiled and dtype == F16 else SCALAR_TYPE[dtype]
-            lines.append(f"{s.out} = {conv}({expr})")
+            if dtype == F16:  # rounded to float16, held as float32 (see the module doc)
+                lines.append(f"{s.out} = {F16_ROUND}({expr})" if compiled else
+                             f"{s.out} = np.float32(np.float16({expr}))")
+            else:
+                lines.append(f"{s.out} = {SCALAR_TYPE[dtype]}({expr})")
         return lines
 
 
@@ -115,7 +118,9 @@ def evaluate_python(program: ScalarProgram, arrays: list[np.ndarray], out_shape:
     import math  # noqa: F401 - used by expressions
     code = compile("\n".join(program.body_lines()), "<ortjit-fold>", "exec")
     outs = [np.empty(out_shape, dt) for dt in program.out_dtypes]
-    bcast = [np.broadcast_to(a, out_shape) for a in arrays]
+    # float16 values are held as float32, as in compiled kernels: a float literal then
+    # compares with them in float32, not rounded to float16 by numpy's weak-scalar rule
+    bcast = [np.broadcast_to(a.astype(np.float32) if a.dtype == F16 else a, out_shape) for a in arrays]
     scope = {"np": np, "math": __import__("math")}
     for idx in np.ndindex(*out_shape):
         env = dict(scope)

@@ -31,7 +31,7 @@ class LeakyRelu(Elementwise):
 @register("PRelu")
 class PRelu(Elementwise):
     def expr(self, ctx, a):
-        return f"({a[0]} if {a[0]} >= 0 else {a[1]} * {a[0]})"
+        return f"({a[0]} if {a[0]} > 0 else {a[1]} * {a[0]})"  # as ONNX Runtime: -0.0 * slope
 
 
 @register("ThresholdedRelu")

@@ -56,6 +56,10 @@ class Div(Elementwise):
 
 @register("Pow")
 class Pow(Elementwise):
+    # numpy's scalar pow gives NaN for (-inf) ** 0.5 and -0.0 for (-0.0) ** 0.5; the compiled
+    # kernel calls C's pow (+inf, +0.0, as ONNX Runtime): fold with the kernel to agree with it
+    fold_with_kernel = True
+
     def expr(self, ctx, a):
         if all(np.dtype(i.dtype).kind in "iu" for i in ctx.inputs[:2]):
             return f"{a[0]} ** {a[1]}"

@@ -124,6 +124,8 @@ class Elementwise(Op):
     names of its inputs; it must work both in Numba and in plain Python on numpy scalars.
     Chains of these ops are fused into one generated loop.
     """
+    fold_with_kernel = False  # True: constant folding runs the compiled kernel, not plain Python
+
 
     def out_dtype(self, ctx: NodeContext):
         return ctx.inputs[0].dtype
@@ -176,7 +178,7 @@ class Elementwise(Op):
     def evaluate(self, ctx, inputs):
         from ..codegen.elementwise import evaluate_python
         out = self.infer(ctx)[0]
-        if out.size <= 4096:
+        if out.size <= 4096 and not self.fold_with_kernel:
             present = self.present_inputs(ctx)
             return evaluate_python(self.program(ctx), [np.asarray(inputs[i]) for i in present], out.shape)
         return super().evaluate(ctx, inputs)
