@@ -8,10 +8,9 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from . import frontend, irutil, passes
+from . import frontend, irutil, passes, subgraph
 from .dtypes import to_onnx, ONNX_TYPE_NAMES
 from .errors import InvalidArgument
-from .ops.base import Info
 from .plan import PlanCache, build_plan
 
 
@@ -65,7 +64,7 @@ class CompiledModel:
             with self._lock:
                 plan = self.plans.get(key)
                 if plan is None:
-                    infos = {n: Info(a.shape, a.dtype) for n, a in arrays.items()}
+                    infos = {n: subgraph.value_info(a) for n, a in arrays.items()}
                     overridden = frozenset(n for n in arrays if n in self._overridable_names)
                     plan = build_plan(self.ir.graph, self.ir.opset_imports, infos, overridden)
                     self.plans.put(key, plan)

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from . import config, irutil
-from .errors import OrtjitError, RuntimeException
-from .ops.base import Info
+from . import config, irutil, subgraph
+from .errors import InvalidGraph, OrtjitError, RuntimeException
+from .ops.base import Info, NeedsRuntimeValue
 
 
 @dataclass
@@ -100,8 +100,11 @@ class _Slots:
         return self.index[value]
 
 
-def build_plan(graph: ir.Graph, opsets: dict, feed_infos: dict, overridden: frozenset = frozenset()) -> Plan:
-    """feed_infos: graph input name -> Info (shape, dtype) of what the caller feeds."""
+def build_plan(graph: ir.Graph, opsets: dict, feed_infos: dict, overridden: frozenset = frozenset(),
+               captured: dict | None = None) -> Plan:
+    """feed_infos: graph input name -> Info (shape, dtype) of what the caller feeds.
+    captured: for a subgraph, the outer-scope Values it reads -> their Info; they are fed
+    after the graph inputs, in this order."""
     t0 = time.perf_counter()
     slots = _Slots()
     infos: dict = {}
@@ -117,27 +120,44 @@ def build_plan(graph: ir.Graph, opsets: dict, feed_infos: dict, overridden: froz
         if v.name in feed_infos:
             infos[v] = feed_infos[v.name]
             input_slots.append(slots(v))
+    for v, info in (captured or {}).items():
+        infos[v] = info
+        input_slots.append(slots(v))
     steps = []
     for node in graph:
         op, opset = irutil.op_for(node, opsets)
         ins = [infos.get(v) if v is not None else None for v in node.inputs]
         ctx = irutil.context(node, opset, ins, opsets)
         present = [i for i in ins if i is not None]
-        if all(i.static for i in present) or op.shape_only:
+        in_slots = [slots(v) if v is not None else None for v in node.inputs]
+        outer = subgraph.captured_values(node)
+        dynamic = op.dynamic or outer or any(i.dynamic for i in present)
+        if not dynamic and not op.nondeterministic and (all(i.static for i in present) or op.shape_only):
             args = [None if i is None else i.value if i.static else _shape_stub(i) for i in ins]
             outs = op.evaluate(ctx, args)
             for v, arr in zip(node.outputs, outs):
                 infos[v] = irutil.const_info(arr)
                 static[slots(v)] = arr
             continue
-        out_infos = op.infer(ctx)
+        if not dynamic:
+            try:
+                out_infos = op.infer(ctx)
+                fn = op.kernel(ctx)
+            except NeedsRuntimeValue:
+                dynamic = True
+        if dynamic:
+            for v in outer:
+                if v not in infos:
+                    raise InvalidGraph(f"{node.op_type} node '{ctx.name}': a subgraph reads '{v.name}', "
+                                       "which is not defined before the node")
+            fn = DynamicStep(op, node, opset, opsets, outer)
+            out_infos = [Info(None, irutil.numpy_dtype(v), dynamic=True) for v in node.outputs]
+            in_slots += [slots(v) for v in outer]
         for v, info in zip(node.outputs, out_infos):
-            infos[v] = Info(info.shape, info.dtype)
-        fn = op.kernel(ctx)
-        steps.append(Step(ctx.name, node.op_type, fn,
-                          [slots(v) if v is not None else None for v in node.inputs],
-                          [slots(v) for v in node.outputs], op.mode, out_infos,
-                          getattr(fn, "source", None)))
+            infos[v] = Info(info.shape, info.dtype, dynamic=info.dynamic)
+        mode = "return" if dynamic else op.mode
+        steps.append(Step(ctx.name, node.op_type, fn, in_slots, [slots(v) for v in node.outputs], mode,
+                          out_infos, getattr(fn, "source", None)))
     output_slots = [slots(v) for v in graph.outputs]
     out_infos = [infos[v] for v in graph.outputs]
     produced_by_write = {o for s in steps if s.mode == "write" for o in s.outs}
@@ -230,3 +250,61 @@ class PlanCache:
 
     def values(self):
         return list(self._plans.values())
+
+
+class DynamicStep:
+    """A node whose outputs cannot be planned ahead: their shapes depend on values known
+    only at run time (Reshape by a computed shape, NonZero), its inputs are such values, it
+    takes or gives sequences/optionals, or it runs subgraphs. Its kernel is built at run
+    time from the actual inputs and kept for the next call with the same shapes, dtypes
+    and the same values of the inputs it read (ctx.value)."""
+
+    MAX_KERNELS = 16
+
+    def __init__(self, op, node, opset: int, opsets: dict, captured: list):
+        self.op, self.node, self.opset, self.opsets = op, node, opset, opsets
+        self.n_inputs = len(node.inputs)
+        self.captured = captured
+        self.kernels: OrderedDict = OrderedDict()
+        self.name = f"dynamic_{node.op_type}"
+
+    def __call__(self, *args):
+        key = tuple(subgraph.signature(a) for a in args)
+        entries = self.kernels.get(key)
+        fn = out_infos = None
+        for read, values, k_fn, k_infos in entries or ():
+            if all(_same_value(args[i], v) for i, v in zip(read, values)):
+                fn, out_infos = k_fn, k_infos
+                break
+        if fn is None:
+            fn, out_infos, read = self._build(args)
+            if entries is None:
+                entries = self.kernels[key] = []
+                while len(self.kernels) > self.MAX_KERNELS:
+                    self.kernels.popitem(last=False)
+            entries.insert(0, (read, [_snapshot(args[i]) for i in read], fn, out_infos))
+            del entries[self.MAX_KERNELS:]
+        if self.op.mode == "write" and not self.captured:
+            outs = [np.empty(i.shape, i.dtype) for i in out_infos]
+            fn(*args, *outs)
+            return tuple(outs)
+        return fn(*args)
+
+    def _build(self, args):
+        infos = [None if a is None else subgraph.value_info(a) for a in args[:self.n_inputs]]
+        ctx = irutil.context(self.node, self.opset, infos, self.opsets)
+        ctx.extra["runtime_values"] = args
+        ctx.extra["captured"] = self.captured
+        out_infos = self.op.infer(ctx)
+        fn = self.op.kernel(ctx)
+        return fn, out_infos, sorted(ctx.extra.get("read", ()))
+
+
+def _snapshot(value):
+    return value.copy() if isinstance(value, np.ndarray) else value
+
+
+def _same_value(a, b) -> bool:
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return a.shape == b.shape and a.dtype == b.dtype and bool(np.all((a == b) | ((a != a) & (b != b))))
+    return a is b

@@ -21,6 +21,7 @@ class Info:
     shape: tuple | None            # None for non-tensors (sequences, maps)
     dtype: Any                     # numpy dtype, or a string for non-tensors
     value: Any = None              # numpy array when known at plan time (constant or shape-derived)
+    dynamic: bool = False          # known only at run time (shape, or the value is not a tensor)
 
     @property
     def static(self) -> bool:
@@ -29,6 +30,10 @@ class Info:
     @property
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) if self.shape is not None else 0
+
+
+class NeedsRuntimeValue(NotImplemented):
+    """An op needs an input's value that is not known when the plan is built."""
 
 
 @dataclass
@@ -51,14 +56,23 @@ class NodeContext:
         return self.inputs[i] if i < len(self.inputs) else None
 
     def value(self, i, what="input"):
-        """The plan-time value of input i, which this op needs to know its output shape."""
+        """The value of input i, which this op needs to know its output shape.
+
+        Known at plan time for constants and shape-derived values. Otherwise the node
+        becomes a run-time step (see ortjit/plan.py: DynamicStep), whose kernel is built
+        per call signature with the actual values (`runtime_values`), recorded in `read`
+        so that a kernel is reused only for the same values."""
         info = self.input(i)
         if info is None:
             return None
-        if info.value is None:
-            raise NotImplemented(f"{self.op_type} node '{self.name}': its {what} (input {i}) must be known "
-                                 "before running (a constant or computed from input shapes)")
-        return info.value
+        if info.value is not None:
+            return info.value
+        runtime = self.extra.get("runtime_values")
+        if runtime is None:
+            raise NeedsRuntimeValue(f"{self.op_type} node '{self.name}': its {what} (input {i}) is known "
+                                    "only at run time")
+        self.extra.setdefault("read", set()).add(i)
+        return runtime[i]
 
     def fail(self, message, cls=InvalidArgument):
         return cls(f"{self.op_type} node '{self.name}': {message}")
@@ -75,6 +89,9 @@ class Op:
     shape_only = False
     # Ops with random outputs (Dropout in training mode, random generators): never folded.
     nondeterministic = False
+    # Ops always planned at run time (see ortjit/plan.py: DynamicStep): control flow,
+    # sequences, data-dependent output shapes.
+    dynamic = False
 
     def infer(self, ctx: NodeContext) -> list[Info]:
         raise NotImplementedError
