@@ -126,6 +126,11 @@ def _without_map_types(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def to_ir(proto: onnx.ModelProto) -> ir.Model:
+    from .functions import expand
+    try:
+        proto = expand(proto)
+    except Exception as e:  # noqa: BLE001 - onnx's inliner rejects malformed functions
+        raise InvalidGraph(f"This is an invalid model. Inlining its functions failed: {e}") from None
     proto = _without_map_types(proto)
     try:
         return ir.serde.deserialize_model(proto)

@@ -284,7 +284,7 @@ class DynamicStep:
                     self.kernels.popitem(last=False)
             entries.insert(0, (read, [_snapshot(args[i]) for i in read], fn, out_infos))
             del entries[self.MAX_KERNELS:]
-        if self.op.mode == "write" and not self.captured:
+        if self.op.mode == "write" and not self.op.shape_only:
             outs = [np.empty(i.shape, i.dtype) for i in out_infos]
             fn(*args, *outs)
             return tuple(outs)
@@ -296,7 +296,11 @@ class DynamicStep:
         ctx.extra["runtime_values"] = args
         ctx.extra["captured"] = self.captured
         out_infos = self.op.infer(ctx)
-        fn = self.op.kernel(ctx)
+        if self.op.shape_only:  # Shape, Size: no kernel, evaluated from the input's shape
+            def fn(*args):
+                return tuple(self.op.evaluate(ctx, list(args)))
+        else:
+            fn = self.op.kernel(ctx)
         return fn, out_infos, sorted(ctx.extra.get("read", ()))
 
 

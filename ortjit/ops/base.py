@@ -104,7 +104,9 @@ class Op:
         fn = self.kernel(ctx)
         if self.mode == "return":
             out = fn(*inputs)
-            return list(out) if isinstance(out, (tuple, list)) else [out]
+            if ctx.num_outputs == 1:  # the one output may itself be a list (a sequence)
+                return [out]
+            return list(out)
         outs = [np.empty(i.shape, i.dtype) for i in self.infer(ctx)]
         fn(*inputs, *outs)
         return outs

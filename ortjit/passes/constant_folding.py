@@ -26,7 +26,7 @@ class ConstantFoldingPass(ir.passes.InPlacePass):
                 continue
             try:
                 op, opset = irutil.op_for(node, model.opset_imports)
-                if getattr(op, "nondeterministic", False):  # random ops must not be frozen
+                if op.nondeterministic or op.dynamic:  # random ops must not be frozen; no sequences
                     continue
                 ins = [None if v is None else irutil.const_info(irutil.initializer_value(v)) for v in node.inputs]
                 outs = op.evaluate(irutil.context(node, opset, ins), [None if i is None else i.value for i in ins])
