@@ -61,6 +61,52 @@ def _body(node: onnx.NodeProto, opset: int, types: dict) -> onnx.FunctionProto |
     return fn if fn.node else None
 
 
+def _body_nodes(nodes):
+    for n in nodes:
+        yield n
+        for attr in n.attribute:
+            for g in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                yield from _body_nodes(g.node)
+
+
+def _fits_model_opsets(fn: onnx.FunctionProto, proto: onnx.ModelProto) -> bool:
+    """Whether the body means the same under the model's opsets: inlined nodes run with
+    the model's versions, so every op of the body must have the same definition in both.
+    When it does, the body's imports are set to the model's (onnx's inliner wants that)."""
+    body_opsets = {normalize_domain(o.domain): o.version for o in fn.opset_import}
+    model_opsets = {normalize_domain(o.domain): o.version for o in proto.opset_import}
+    for n in _body_nodes(fn.node):
+        d = normalize_domain(n.domain)
+        fv, mv = body_opsets.get(d), model_opsets.get(d)
+        if fv is None or mv is None or fv == mv:
+            continue
+        try:
+            if onnx.defs.get_schema(n.op_type, fv, n.domain).since_version != \
+                    onnx.defs.get_schema(n.op_type, mv, n.domain).since_version:
+                return False
+        except Exception:
+            return False
+    for o in fn.opset_import:
+        if normalize_domain(o.domain) in model_opsets:
+            o.version = model_opsets[normalize_domain(o.domain)]
+    return True
+
+
+def _add_defaults(node: onnx.NodeProto, fn: onnx.FunctionProto, opset: int) -> None:
+    """Attributes the node leaves out take the schema's (or the body's) defaults, which the
+    inliner does not fill in for references like `axes = @axes`."""
+    given = {a.name for a in node.attribute}
+    schema = onnx.defs.get_schema(node.op_type, opset, node.domain)
+    for name, attr in schema.attributes.items():
+        default = attr.default_value
+        if name not in given and default is not None and default.type != onnx.AttributeProto.UNDEFINED:
+            a = node.attribute.add()
+            a.CopyFrom(default)
+            a.name = name
+            given.add(name)
+    node.attribute.extend(a for a in fn.attribute_proto if a.name not in given)
+
+
 def _expand_graph(graph: onnx.GraphProto, proto: onnx.ModelProto, types: dict, added: list) -> None:
     for node in graph.node:
         for attr in node.attribute:
@@ -72,8 +118,9 @@ def _expand_graph(graph: onnx.GraphProto, proto: onnx.ModelProto, types: dict, a
         if lookup(node.domain, node.op_type, opset) is not None:
             continue
         fn = _body(node, opset, types)
-        if fn is None:
+        if fn is None or not _fits_model_opsets(fn, proto):
             continue
+        _add_defaults(node, fn, opset)
         fn.name = f"{node.op_type}_{len(proto.functions) + len(added)}"
         fn.domain = EXPANDED_DOMAIN
         node.op_type, node.domain = fn.name, EXPANDED_DOMAIN

@@ -1,7 +1,7 @@
 """Activation functions: elementwise, attributes as in the ONNX spec with its defaults."""
 import numpy as np
 
-from .base import Elementwise
+from .base import Elementwise, Info, Op, broadcast_shapes
 from .registry import register
 
 
@@ -28,7 +28,33 @@ class LeakyRelu(Elementwise):
         return f"({a[0]} if {a[0]} >= 0 else {_f(ctx, 'alpha', 0.01)} * {a[0]})"
 
 
-@register("PRelu")
+@register("PRelu", since=1)
+class PReluLegacy(Op):
+    """Before opset 7 a 1-D slope of C values applies along the channel axis 1 (as in the
+    pytorch-converted models), not by numpy broadcasting from the last axis."""
+
+    def _slope_shape(self, ctx):
+        x, slope = ctx.inputs[0].shape, ctx.inputs[1].shape
+        if len(slope) == 1 and len(x) >= 2 and slope[0] == x[1] and slope[0] != 1:
+            return (slope[0],) + (1,) * (len(x) - 2)
+        return slope
+
+    def infer(self, ctx):
+        shape = broadcast_shapes(ctx, ctx.inputs[0].shape, self._slope_shape(ctx))
+        if shape != tuple(ctx.inputs[0].shape):
+            raise ctx.fail(f"slope of shape {list(ctx.inputs[1].shape)} does not fit X {list(ctx.inputs[0].shape)}")
+        return [Info(shape, np.dtype(ctx.inputs[0].dtype))]
+
+    def kernel(self, ctx):
+        shape = self._slope_shape(ctx)
+
+        def run(x, slope, y):
+            np.multiply(x, slope.reshape(shape), out=y)
+            np.copyto(y, x, where=x > 0)
+        return run
+
+
+@register("PRelu", since=7)
 class PRelu(Elementwise):
     def expr(self, ctx, a):
         return f"({a[0]} if {a[0]} > 0 else {a[1]} * {a[0]})"  # as ONNX Runtime: -0.0 * slope

@@ -73,15 +73,21 @@ class Mod(Elementwise):
         fmod = ctx.attr("fmod", 0)
         if fmod not in (0, 1):
             raise ctx.fail("fmod must have value either 0 or 1")
-        if not fmod and np.dtype(self.out_dtype(ctx)).kind == "f":
-            from ..errors import Fail  # as ONNX Runtime: the spec requires fmod=1 for floats
+        if not fmod and np.dtype(self.out_dtype(ctx)).kind == "f" and ctx.opset < 28:
+            from ..errors import Fail  # as ONNX Runtime: before opset 28 floats require fmod=1
             raise ctx.fail("fmod attribute must be true for float, float16 and double.", Fail)
 
     def expr(self, ctx, a):
         x, y = a
         kind = np.dtype(self.out_dtype(ctx)).kind
-        if kind == "f":
+        if kind == "f" and ctx.attr("fmod", 0):
             return f"np.fmod({x}, {y})"
+        if kind == "f":
+            # floor modulo (opset 28), as numpy's: the C remainder moved to the sign of y,
+            # and a zero takes y's sign; NaN for y = 0, x = inf or a NaN operand
+            m = f"np.fmod({x}, {y})"
+            return (f"({m} + {y} if ({m} != 0 and (({y} < 0) != ({m} < 0))) "
+                    f"else ({m} if {m} != 0 else math.copysign(0.0, {y})))")
         if kind == "u":
             return f"{x} % {y}"  # both remainders agree; no signed literals (see Div)
         if ctx.attr("fmod", 0):

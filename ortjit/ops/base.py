@@ -7,7 +7,7 @@ can be fused into one generated loop (see ortjit/codegen).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -160,9 +160,26 @@ class Elementwise(Op):
 
     def infer(self, ctx):
         self.check(ctx)
-        self._check_scalar_types(ctx)
+        wide = self._widened(ctx)
+        self._check_scalar_types(wide or ctx)
         shape = broadcast_shapes(ctx, *[ctx.inputs[i].shape for i in self.present_inputs(ctx)])
         return [Info(shape, np.dtype(self.out_dtype(ctx)))]
+
+    def _widened(self, ctx):
+        """For bfloat16 / float8 / float4 operands, which Numba cannot type: the same node
+        with those operands as float32 (exact), computed there and rounded once to the
+        output type at the end, as ONNX Runtime computes these types. None otherwise."""
+        present = [ctx.inputs[i] for i in self.present_inputs(ctx)]
+        out = self.out_dtype(ctx)
+        if not any(is_narrow_float(i.dtype) for i in present) and not is_narrow_float(out):
+            return None
+        inputs = [None if i is None else
+                  Info(i.shape, np.dtype(np.float32), None if i.value is None else i.value.astype(np.float32))
+                  if is_narrow_float(i.dtype) else i for i in ctx.inputs]
+        wide = replace(ctx, inputs=inputs)
+        if is_narrow_float(self.out_dtype(wide)):
+            raise ctx.fail(f"output type {np.dtype(out)} is not supported", NotImplemented)
+        return wide
 
     def _check_scalar_types(self, ctx):
         """Generated code handles numeric and bool tensors only (not strings, not sequences)."""
@@ -186,6 +203,9 @@ class Elementwise(Op):
 
     def kernel(self, ctx):
         from ..codegen.cpu import ElementwiseKernel
+        wide = self._widened(ctx)
+        if wide is not None:
+            return _Narrowed(self.kernel(wide), self.infer(wide)[0], len(ctx.inputs))
         out = self.infer(ctx)[0]
         program = self.program(ctx)
         k = ElementwiseKernel(program, out.shape, [i.shape for i in program.in_infos])
@@ -197,7 +217,7 @@ class Elementwise(Op):
     def evaluate(self, ctx, inputs):
         from ..codegen.elementwise import evaluate_python
         out = self.infer(ctx)[0]
-        if out.size <= 4096 and not self.fold_with_kernel:
+        if out.size <= 4096 and not self.fold_with_kernel and self._widened(ctx) is None:
             present = self.present_inputs(ctx)
             return evaluate_python(self.program(ctx), [np.asarray(inputs[i]) for i in present], out.shape)
         return super().evaluate(ctx, inputs)
@@ -212,3 +232,29 @@ class _SkipOmitted:
 
     def __call__(self, *arrays):
         self.kernel(*[arrays[i] for i in self.present], *arrays[self.n_inputs:])
+
+
+def is_narrow_float(dtype) -> bool:
+    """bfloat16, the float8 and float4 types (ml_dtypes): stored narrow, computed in float32."""
+    return isinstance(dtype, np.dtype) and dtype.type.__module__.startswith("ml_dtypes") and \
+        "float" in dtype.name
+
+
+class _Narrowed:
+    """Runs a float32 kernel for a node on narrow float types: inputs widened, the result
+    rounded to the output's type once."""
+
+    def __init__(self, kernel, wide_out: Info, n_inputs: int):
+        self.kernel, self.wide_out, self.n_inputs = kernel, wide_out, n_inputs
+        self.source, self.name = getattr(kernel, "source", None), getattr(kernel, "name", "narrowed")
+
+    def __call__(self, *arrays):
+        ins = [a.astype(np.float32) if a is not None and is_narrow_float(a.dtype) else a
+               for a in arrays[:self.n_inputs]]
+        out = arrays[self.n_inputs]
+        if out.dtype == self.wide_out.dtype:
+            self.kernel(*ins, out)
+            return
+        tmp = np.empty(self.wide_out.shape, self.wide_out.dtype)
+        self.kernel(*ins, tmp)
+        out[...] = tmp.astype(out.dtype)

@@ -56,11 +56,17 @@ class BitShift(Elementwise):
             raise ctx.fail(f"direction must be LEFT or RIGHT, not {self._direction(ctx)!r}")
 
     def expr(self, ctx, a):
-        op = "<<" if self._direction(ctx) == "LEFT" else ">>"
-        bits = np.dtype(self.out_dtype(ctx)).itemsize * 8
-        # a shift by the bit width or more gives 0 (as onnx.reference), not what the CPU does
-        # (x ^ x: a zero of x's type; a literal 0 would make Numba unify uint64 with int64 as float64)
-        return f"({a[0]} {op} {a[1]} if {a[1]} < {bits} else {a[0]} ^ {a[0]})"
+        x, y = a
+        left = self._direction(ctx) == "LEFT"
+        dtype = np.dtype(self.out_dtype(ctx))
+        bits = dtype.itemsize * 8
+        in_range = f"{y} < {bits}" if dtype.kind == "u" else f"(0 <= {y} and {y} < {bits})"
+        # out of range (negative, or the bit width or more) gives what the sign fill alone
+        # gives (the spec, opset 28): -1 for a right shift of a negative value, else 0; not
+        # what the CPU does. x ^ x: a zero of x's type (a literal 0 would make Numba unify
+        # uint64 with int64 as float64)
+        fill = f"{x} >> {bits - 1}" if not left and dtype.kind == "i" else f"{x} ^ {x}"
+        return f"({x} {'<<' if left else '>>'} {y} if {in_range} else {fill})"
 
 
 @register("Where")
