@@ -95,6 +95,8 @@ def main(argv=None) -> int:
     ap.add_argument("--match", help="only cases whose name matches this regular expression")
     ap.add_argument("--no-write", action="store_true", help="print the summary, leave docs/ alone")
     ap.add_argument("--json", help="also write the per-case results here")
+    ap.add_argument("--update-known", action="store_true",
+                    help="rewrite tests/conformance/known_failures.json from this (full) run")
     args = ap.parse_args(argv)
     selected = conformance.all_cases()
     if args.kind:
@@ -111,6 +113,11 @@ def main(argv=None) -> int:
     if full and not args.no_write:
         with open(os.path.join(ROOT, "docs", "conformance.md"), "w") as f:
             f.write(render(results, seconds))
+    if full and args.update_known:
+        known = {r["id"]: r["reason"] for r in results if r["status"] == "fail"}
+        with open(os.path.join(ROOT, "tests", "conformance", "known_failures.json"), "w") as f:
+            json.dump(known, f, indent=1, sort_keys=True)
+            f.write("\n")
     for kind in ["node"] + list(conformance.SHIPPED_KINDS):
         rs = [r for r in results if r["kind"] == kind]
         if rs:
