@@ -184,12 +184,14 @@ class Dropout(Op):
         n_out, mask_dtype = ctx.num_outputs, self._mask_dtype(ctx)
         default_ratio = float(ctx.attr("ratio", 0.5))
         seed = ctx.attr("seed")
-        rng = np.random.default_rng(seed)
+        # numpy's legacy generator with the node's seed: a seeded Dropout then draws the masks
+        # that the ONNX backend cases (made with np.random.seed) expect, first call first
+        rng = np.random.RandomState(None if seed is None else int(seed) % 2**32)
 
         def dropout(x, ratio=None, training_mode=None):
             if training_mode is not None and bool(training_mode) and ctx.opset >= 12:
                 r = default_ratio if ratio is None else float(ratio)
-                keep = rng.random(x.shape) >= r
+                keep = rng.uniform(0.0, 1.0, x.shape) >= r
                 y = (x * keep / (1.0 - r)).astype(x.dtype) if r < 1 else np.zeros_like(x)
                 return (y, keep.astype(mask_dtype))[:n_out] if n_out > 1 else y
             if n_out == 1:
