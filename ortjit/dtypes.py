@@ -1,6 +1,6 @@
 """ONNX element types <-> numpy dtypes, and ONNX Runtime's type strings."""
 import numpy as np
-from onnx import TensorProto
+from onnx import TensorProto, helper
 
 ONNX_TO_NUMPY = {
     TensorProto.FLOAT: np.dtype(np.float32),
@@ -17,6 +17,15 @@ ONNX_TO_NUMPY = {
     TensorProto.BOOL: np.dtype(np.bool_),
     TensorProto.STRING: np.dtype(object),
 }
+# bfloat16, float8, float4, int4 and int2 through ml_dtypes (onnx's own mapping).
+for _name in ("BFLOAT16", "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", "FLOAT8E8M0",
+              "FLOAT4E2M1", "INT4", "UINT4", "INT2", "UINT2", "COMPLEX64", "COMPLEX128"):
+    _code = getattr(TensorProto, _name, None)
+    if _code is not None:
+        try:
+            ONNX_TO_NUMPY[_code] = np.dtype(helper.tensor_dtype_to_np_dtype(_code))
+        except (KeyError, TypeError, ValueError):  # an older onnx without this type
+            pass
 NUMPY_TO_ONNX = {v: k for k, v in ONNX_TO_NUMPY.items()}
 
 # ONNX Runtime's names, as in NodeArg.type: 'tensor(float)'.
@@ -27,7 +36,13 @@ ONNX_TYPE_NAMES = {
     TensorProto.UINT16: "uint16", TensorProto.UINT32: "uint32", TensorProto.UINT64: "uint64",
     TensorProto.BOOL: "bool", TensorProto.STRING: "string",
     TensorProto.COMPLEX64: "complex64", TensorProto.COMPLEX128: "complex128",
+    TensorProto.FLOAT8E4M3FN: "float8e4m3fn", TensorProto.FLOAT8E4M3FNUZ: "float8e4m3fnuz",
+    TensorProto.FLOAT8E5M2: "float8e5m2", TensorProto.FLOAT8E5M2FNUZ: "float8e5m2fnuz",
+    TensorProto.UINT4: "uint4", TensorProto.INT4: "int4",
 }
+for _name, _text in (("FLOAT4E2M1", "float4e2m1"), ("FLOAT8E8M0", "float8e8m0"), ("INT2", "int2"), ("UINT2", "uint2")):
+    if hasattr(TensorProto, _name):
+        ONNX_TYPE_NAMES[getattr(TensorProto, _name)] = _text
 
 
 def to_numpy(elem_type: int) -> np.dtype:

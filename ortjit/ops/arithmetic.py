@@ -146,30 +146,6 @@ class Clip(Elementwise):
         return x
 
 
-@register("Cast")
-class Cast(Elementwise):
-    def out_dtype(self, ctx):
-        from ..dtypes import to_numpy
-        return to_numpy(ctx.attr("to"))
-
-    def expr(self, ctx, a):
-        return a[0]  # the conversion is the step's typed assignment
-
-
-@register("CastLike")
-class CastLike(Elementwise):
-    """Only the type of target_type (input 1) matters: the output has the shape of input 0."""
-
-    def out_dtype(self, ctx):
-        return ctx.inputs[1].dtype
-
-    def present_inputs(self, ctx):
-        return [0]
-
-    def expr(self, ctx, a):
-        return a[0]
-
-
 @register("IsNaN")
 class IsNaN(Elementwise):
     def out_dtype(self, ctx):
