@@ -338,10 +338,30 @@ def test_castlike(src, dst):
     check("CastLike", [_cast_source(src, dst), np.zeros((2, 3), dst)], opset=15, tol=(0, 0))
 
 
-def test_cast_to_string_is_not_implemented():
-    sess = ort.InferenceSession(model("Cast", [edge(F32)], {"to": TensorProto.STRING}).SerializeToString())
-    with pytest.raises(NotImplemented, match="Cast"):
-        sess.run(None, {"i0": edge(F32)})
+def test_cast_strings_both_ways():
+    x = np.array([1.5, -2.0, 0.25, np.inf, -np.inf], np.float32)
+    text = ours("Cast", [x], {"to": TensorProto.STRING})
+    assert text.dtype == object and list(text) == ["1.5", "-2.0", "0.25", "inf", "-inf"]
+    node = helper.make_node("Cast", ["s"], ["y"], to=TensorProto.FLOAT)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("s", TensorProto.STRING, [5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5])])
+    sess = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
+    back = sess.run(None, {"s": np.array(["1.5", "-INF", "NaN", "1e-5", "+inf"], object)})[0]
+    np.testing.assert_array_equal(back, np.array([1.5, -np.inf, np.nan, 1e-5, np.inf], np.float32))
+
+
+@pytest.mark.parametrize("saturate", [0, 1])
+def test_cast_to_float8_saturates_as_the_spec_says(saturate):
+    import ml_dtypes
+    x = np.array([0.0, 1.0, 500.0, -1e6, np.inf, -np.inf, np.nan, 0.1], np.float32)
+    got = ours("Cast", [x], {"to": TensorProto.FLOAT8E4M3FN, "saturate": saturate}, opset=19)
+    assert got.dtype == ml_dtypes.float8_e4m3fn
+    wide = got.astype(np.float32)
+    if saturate:  # out of range and infinities go to the largest finite value, 448
+        np.testing.assert_array_equal(wide[:6], [0, 1, 448, -448, 448, -448])
+    else:  # E4M3FN has no infinity: they become NaN
+        assert np.isnan(wide[2:6]).all()
+    assert np.isnan(wide[6]) and wide[7] == np.float32(ml_dtypes.float8_e4m3fn(0.1))
 
 
 # ---------------------------------------------------------------- Clip
