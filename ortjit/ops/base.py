@@ -258,3 +258,20 @@ class _Narrowed:
         tmp = np.empty(self.wide_out.shape, self.wide_out.dtype)
         self.kernel(*ins, tmp)
         out[...] = tmp.astype(out.dtype)
+
+
+def widened_context(ctx: NodeContext) -> NodeContext | None:
+    """The node with its narrow float inputs (bfloat16, float8) as float32, or None when it
+    has none: for ops that compute such types through float32 (see widen_kernel)."""
+    if not any(i is not None and is_narrow_float(i.dtype) for i in ctx.inputs):
+        return None
+    return replace(ctx, inputs=[None if i is None else
+                                Info(i.shape, np.dtype(np.float32), None if i.value is None else i.value.astype(np.float32))
+                                if is_narrow_float(i.dtype) else i for i in ctx.inputs])
+
+
+def widen_kernel(op: Op, ctx: NodeContext):
+    """A 'write' kernel for a node on narrow floats: the op's float32 kernel, inputs widened,
+    outputs rounded back to their types once at the end."""
+    wide = widened_context(ctx)
+    return _Narrowed(op.kernel(wide), op.infer(wide)[0], len(ctx.inputs))

@@ -1,7 +1,7 @@
 """Comparisons, boolean logic, bitwise ops and Where."""
 import numpy as np
 
-from .base import Elementwise
+from .base import Elementwise, Info, Op, broadcast_shapes
 from .registry import register
 
 
@@ -13,6 +13,28 @@ class Compare(Elementwise):
 
     def expr(self, ctx, a):
         return f"{a[0]} {self.symbol} {a[1]}"
+
+    @staticmethod
+    def _strings(ctx) -> bool:
+        return any(i is not None and np.dtype(i.dtype) == object for i in ctx.inputs)
+
+    # string tensors (Equal, opset 19) cannot enter generated kernels: numpy compares them
+    def infer(self, ctx):
+        if self._strings(ctx):
+            return [Info(broadcast_shapes(ctx, ctx.inputs[0].shape, ctx.inputs[1].shape), np.dtype(np.bool_))]
+        return super().infer(ctx)
+
+    def kernel(self, ctx):
+        if not self._strings(ctx):
+            return super().kernel(ctx)
+        compare = {"==": np.equal, "<": np.less, ">": np.greater, "<=": np.less_equal, ">=": np.greater_equal}[self.symbol]
+
+        def run(a, b, out):
+            out[...] = compare(a, b).astype(bool)
+        return run
+
+    def evaluate(self, ctx, inputs):
+        return Op.evaluate(self, ctx, inputs) if self._strings(ctx) else super().evaluate(ctx, inputs)
 
 
 for _name, _sym in {"Equal": "==", "Less": "<", "Greater": ">", "LessOrEqual": "<=",

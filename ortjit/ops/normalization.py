@@ -209,3 +209,27 @@ class LayerNormalization(Op):
                 if o is not None:
                     o.reshape(-1)[...] = v
         return run
+
+
+@register("LpNormalization")
+class LpNormalization(Op):
+    """x / ||x||_p along one axis (p is 1 or 2); a zero norm gives 0, not NaN."""
+
+    def infer(self, ctx):
+        x = ctx.inputs[0]
+        normalize_axis(ctx, int(ctx.attr("axis", -1)), len(x.shape))
+        if int(ctx.attr("p", 2)) not in (1, 2):
+            raise ctx.fail(f"p must be 1 or 2, got {ctx.attr('p')}")
+        return [Info(tuple(x.shape), x.dtype)]
+
+    def kernel(self, ctx):
+        axis = normalize_axis(ctx, int(ctx.attr("axis", -1)), len(ctx.inputs[0].shape))
+        p = int(ctx.attr("p", 2))
+
+        def run(x, y):
+            a = np.abs(x)
+            norm = a.sum(axis=axis, keepdims=True) if p == 1 else np.sqrt((a * a).sum(axis=axis, keepdims=True))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                np.divide(x, norm, out=y)
+            y[np.broadcast_to(norm == 0, y.shape)] = 0
+        return run

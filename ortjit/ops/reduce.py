@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Info, Op, normalize_axis
+from .base import Info, Op, is_narrow_float, normalize_axis, widen_kernel
 from .registry import register
 
 
@@ -38,7 +38,7 @@ class _Reduce(Op):
 
     def _axes(self, ctx):
         x = ctx.inputs[0]
-        if np.dtype(x.dtype).kind not in self.kinds:
+        if np.dtype(x.dtype).kind not in self.kinds and not is_narrow_float(x.dtype):
             raise ctx.fail(f"unsupported element type {x.dtype}")
         rank = len(x.shape)
         if ctx.opset >= self.axes_input_since:
@@ -62,6 +62,8 @@ class _Reduce(Op):
         return [Info(shape, np.dtype(x.dtype))]
 
     def kernel(self, ctx):
+        if is_narrow_float(ctx.inputs[0].dtype):  # bfloat16 and the like: computed in float32
+            return widen_kernel(self, ctx)
         axes = self._axes(ctx)
         x = ctx.inputs[0]
         kept = tuple(1 if i in axes else d for i, d in enumerate(x.shape))  # the keepdims shape

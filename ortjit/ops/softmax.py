@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Info, Op, normalize_axis
+from .base import Info, Op, is_narrow_float, normalize_axis
 from .registry import register
 
 
@@ -17,7 +17,7 @@ class _AlongAxis(Op):
 
     def infer(self, ctx):
         x = ctx.inputs[0]
-        if np.dtype(x.dtype).kind not in self.kinds:
+        if np.dtype(x.dtype).kind not in self.kinds and not is_narrow_float(x.dtype):
             raise ctx.fail(f"unsupported element type {x.dtype}")
         self._view(ctx)
         return [Info(tuple(x.shape), np.dtype(x.dtype))]

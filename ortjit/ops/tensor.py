@@ -320,6 +320,9 @@ class Range(Op):
 
     def values(self, ctx) -> np.ndarray:
         start, limit, delta = (np.asarray(ctx.value(i, name)) for i, name in enumerate(("start", "limit", "delta")))
+        if any(v.size != 1 for v in (start, limit, delta)):
+            raise ctx.fail("start, limit and delta must be scalars")
+        start, limit, delta = (v.reshape(()) for v in (start, limit, delta))  # one-element tensors too, as ORT
         if delta == 0:
             raise ctx.fail("delta cannot be 0")
         return np.arange(start, limit, delta).astype(start.dtype)
