@@ -148,3 +148,12 @@ class Shrink(Elementwise):
     def expr(self, ctx, a):
         x, lambd, bias = a[0], _f(ctx, "lambd", 0.5), _f(ctx, "bias", 0.0)
         return f"({x} + {bias} if {x} < -{lambd} else ({x} - {bias} if {x} > {lambd} else 0))"
+
+
+@register("Swish")
+class Swish(Elementwise):
+    """x * sigmoid(alpha * x) (opset 24)."""
+
+    def expr(self, ctx, a):
+        alpha = _f(ctx, "alpha", 1.0)
+        return f"{a[0]} / (1.0 + np.exp(-{alpha} * {a[0]}))"
