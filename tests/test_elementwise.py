@@ -420,6 +420,15 @@ COVERED.update(op for op, _ in ACTIVATIONS)
 
 
 @pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("attrs", [{}, {"alpha": 1.702}])
+def test_swish(attrs, dtype):
+    check("Swish", [edge(dtype, (3, 9))], attrs, opset=24)
+
+
+COVERED.add("Swish")
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
 @pytest.mark.parametrize("op,attrs", ACTIVATIONS, ids=lambda v: str(v) if isinstance(v, str) else repr(v))
 def test_activation(op, attrs, dtype):
     check(op, [edge(dtype, (3, 9))], attrs, opset=18)
