@@ -73,6 +73,10 @@ def model(op, inputs, attrs=None, opset=18, initializers=False):
 
 
 def reference(op, inputs, attrs=None, opset=18):
+    if inputs and all(a is None or np.ndim(a) == 0 for a in inputs):
+        # some of the reference's ops fail on 0-d arrays (np.divide(..., out=...) on scalars)
+        ones = [None if a is None else np.asarray(a).reshape(1) for a in inputs]
+        return reference(op, ones, attrs, opset).reshape(())
     m = model(op, inputs, attrs, opset)
     feed = {f"i{k}": np.asarray(a) for k, a in enumerate(inputs) if a is not None}
     if op == "Mean":
