@@ -111,3 +111,44 @@ class GridSample(Op):
                 acc += values * np.asarray(weight)[..., None]
             y[...] = np.moveaxis(acc, -1, 1)
         return run
+
+
+@register("Col2Im")
+class Col2Im(Op):
+    """Sums column blocks back into an image (PyTorch's fold): the inverse layout of im2col."""
+
+    def _geometry(self, ctx):
+        x = ctx.inputs[0]
+        image = [int(v) for v in np.asarray(ctx.value(1, "image_shape")).reshape(-1)]
+        block = [int(v) for v in np.asarray(ctx.value(2, "block_shape")).reshape(-1)]
+        r = len(image)
+        strides = [int(s) for s in (ctx.attr("strides") or [1] * r)]
+        dilations = [int(d) for d in (ctx.attr("dilations") or [1] * r)]
+        pads = [int(p) for p in (ctx.attr("pads") or [0] * (2 * r))]
+        counts = [(i + pads[k] + pads[k + r] - d * (b - 1) - 1) // s + 1
+                  for k, (i, b, s, d) in enumerate(zip(image, block, strides, dilations))]
+        k = int(np.prod(block))
+        if len(x.shape) != 3 or x.shape[1] % k or x.shape[2] != int(np.prod(counts)):
+            raise ctx.fail(f"input {list(x.shape)} does not hold blocks {block} of image {image}")
+        return image, block, strides, dilations, pads, counts, x.shape[1] // k
+
+    def infer(self, ctx):
+        image, *_, c = self._geometry(ctx)
+        return [Info((ctx.inputs[0].shape[0], c, *image), ctx.inputs[0].dtype)]
+
+    def kernel(self, ctx):
+        image, block, strides, dilations, pads, counts, c = self._geometry(ctx)
+        r = len(image)
+        n = ctx.inputs[0].shape[0]
+        padded = np.empty((n, c, *[i + pads[k] + pads[k + r] for k, i in enumerate(image)]), ctx.inputs[0].dtype)
+        crop = (slice(None), slice(None)) + tuple(slice(pads[k], pads[k] + i) for k, i in enumerate(image))
+
+        def run(x, _image, _block, y):
+            cols = x.reshape(n, c, *block, *counts)
+            padded.fill(0)
+            for tap in np.ndindex(*block):
+                where = tuple(slice(t * d, t * d + (m - 1) * s + 1, s)
+                              for t, d, m, s in zip(tap, dilations, counts, strides))
+                padded[(slice(None), slice(None)) + where] += cols[(slice(None), slice(None)) + tap]
+            y[...] = padded[crop]
+        return run
