@@ -70,8 +70,9 @@ class BatchNormalization(Op):
         x = _float_input(ctx)
         if len(x.shape) < 2:
             raise ctx.fail(f"X must have rank >= 2 (N, C, ...), got shape {list(x.shape)}")
-        if ctx.attr("training_mode", 0) or ctx.num_outputs > 1:
-            raise ctx.fail("training mode (running statistics outputs) is not implemented", NotImplemented)
+        if (ctx.attr("training_mode", 0) or ctx.num_outputs > 1) and not self._training(ctx):
+            raise ctx.fail("training mode before opset 14 (saved statistics outputs) is not implemented",
+                           NotImplemented)
         per_activation = ctx.opset < 9 and ctx.attr("spatial", 1) == 0
         shape = tuple(x.shape[1:]) if per_activation else (x.shape[1],)
         for i, name in enumerate(("scale", "B", "mean", "var"), 1):
@@ -80,13 +81,22 @@ class BatchNormalization(Op):
                 raise ctx.fail(f"{name} must have shape {list(shape)}, got {list(p.shape)}")
         return shape + (1,) * (len(x.shape) - 1 - len(shape))
 
+    @staticmethod
+    def _training(ctx) -> bool:
+        """Opset 14+: batch statistics normalize, and the running ones are updated."""
+        return ctx.opset >= 14 and bool(ctx.attr("training_mode", 0))
+
     def infer(self, ctx):
         self._param_shape(ctx)
-        return [Info(tuple(ctx.inputs[0].shape), np.dtype(ctx.inputs[0].dtype))]
+        x = Info(tuple(ctx.inputs[0].shape), np.dtype(ctx.inputs[0].dtype))
+        stats = [Info(tuple(ctx.inputs[i].shape), np.dtype(ctx.inputs[i].dtype)) for i in (3, 4)]
+        return [x] + stats[:ctx.num_outputs - 1]
 
     def kernel(self, ctx):
         shape = self._param_shape(ctx)
         eps, dtype = float(ctx.attr("epsilon", 1e-5)), np.dtype(ctx.inputs[0].dtype)
+        if self._training(ctx):
+            return self._training_kernel(ctx, shape, eps)
 
         def affine(scale, bias, mean, var):
             """y = x * a + b, with a and b computed in float64 then rounded once."""
@@ -104,6 +114,22 @@ class BatchNormalization(Op):
             a, b = fixed or affine(scale, bias, mean, var)
             np.multiply(x, a, out=y)
             y += b
+        return run
+
+
+    @staticmethod
+    def _training_kernel(ctx, shape, eps):
+        momentum = float(ctx.attr("momentum", 0.9))
+        n_out = ctx.num_outputs
+
+        def run(x, scale, bias, mean, var, *outs):
+            axes = (0,) + tuple(range(2, x.ndim))
+            batch_mean, batch_var = x.mean(axis=axes), x.var(axis=axes)
+            y = (x - batch_mean.reshape(shape)) / np.sqrt(batch_var.reshape(shape) + eps)
+            outs[0][...] = y * scale.reshape(shape) + bias.reshape(shape)
+            running = [mean * momentum + batch_mean * (1 - momentum), var * momentum + batch_var * (1 - momentum)]
+            for o, r in zip(outs[1:n_out], running):
+                o[...] = r
         return run
 
 

@@ -9,7 +9,7 @@ import numba
 import numpy as np
 
 from ..errors import NotImplemented
-from .base import Info, Op
+from .base import Info, Op, check_index_range
 from .conv import compute_dtype, to_3d, window_geometry
 from .registry import register
 
@@ -216,4 +216,36 @@ class GlobalLpPool(_GlobalPool):
 
         def run(x, y):
             y.reshape(-1)[...] = np.sum(np.abs(x.reshape(rows)) ** p, axis=1) ** (1.0 / p)
+        return run
+
+
+@register("MaxUnpool")
+class MaxUnpool(Op):
+    """Scatters each value of X to its position I (flat indices into the whole output, as
+    MaxPool's Indices give them); every other output element is 0."""
+
+    def _shape(self, ctx):
+        x = ctx.inputs[0]
+        if ctx.input(2) is not None:
+            return tuple(int(v) for v in np.asarray(ctx.value(2, "output_shape")).reshape(-1))
+        kernel = [int(k) for k in ctx.attr("kernel_shape")]
+        r = len(kernel)
+        strides = [int(s) for s in (ctx.attr("strides") or [1] * r)]
+        pads = [int(p) for p in (ctx.attr("pads") or [0] * (2 * r))]
+        spatial = [(i - 1) * s + k - pads[j] - pads[j + r]
+                   for j, (i, s, k) in enumerate(zip(x.shape[2:], strides, kernel))]
+        return tuple(x.shape[:2]) + tuple(spatial)
+
+    def infer(self, ctx):
+        if tuple(ctx.inputs[0].shape) != tuple(ctx.inputs[1].shape):
+            raise ctx.fail(f"X {list(ctx.inputs[0].shape)} and I {list(ctx.inputs[1].shape)} must have one shape")
+        return [Info(self._shape(ctx), ctx.inputs[0].dtype)]
+
+    def kernel(self, ctx):
+        def run(x, indices, *rest):
+            y = rest[-1]
+            flat = indices.reshape(-1).astype(np.int64)
+            check_index_range(ctx, flat, y.size)
+            y.fill(0)
+            y.reshape(-1)[flat] = x.reshape(-1)
         return run
