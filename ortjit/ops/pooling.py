@@ -225,9 +225,13 @@ class MaxUnpool(Op):
     MaxPool's Indices give them); every other output element is 0."""
 
     def _shape(self, ctx):
-        x = ctx.inputs[0]
         if ctx.input(2) is not None:
             return tuple(int(v) for v in np.asarray(ctx.value(2, "output_shape")).reshape(-1))
+        return self._unpooled_shape(ctx)
+
+    def _unpooled_shape(self, ctx):
+        """The shape the indices refer to: MaxPool's input shape for these attributes."""
+        x = ctx.inputs[0]
         kernel = [int(k) for k in ctx.attr("kernel_shape")]
         r = len(kernel)
         strides = [int(s) for s in (ctx.attr("strides") or [1] * r)]
@@ -242,10 +246,20 @@ class MaxUnpool(Op):
         return [Info(self._shape(ctx), ctx.inputs[0].dtype)]
 
     def kernel(self, ctx):
+        unpooled = self._unpooled_shape(ctx)
+        out = self._shape(ctx)
+        if len(out) != len(unpooled) or any(o < u for o, u in zip(out, unpooled)):
+            raise ctx.fail(f"output_shape {list(out)} is smaller than the unpooled shape {list(unpooled)}")
+        # a larger output_shape keeps the unpooled values at its start, zeros after them
+        region = tuple(slice(0, u) for u in unpooled)
+        size = int(np.prod(unpooled))
+
         def run(x, indices, *rest):
             y = rest[-1]
             flat = indices.reshape(-1).astype(np.int64)
-            check_index_range(ctx, flat, y.size)
+            check_index_range(ctx, flat, size)
+            values = np.zeros(size, y.dtype)
+            values[flat] = x.reshape(-1)
             y.fill(0)
-            y.reshape(-1)[flat] = x.reshape(-1)
+            y[region] = values.reshape(unpooled)
         return run
