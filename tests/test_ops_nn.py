@@ -389,9 +389,19 @@ def test_batchnorm_versions():
     # statistics that are graph inputs rather than constants
     feed = {"x": x, **p}
     assert_matches_reference(node_model("BatchNormalization", feed, opset=15), feed)
-    with pytest.raises(NotImplemented, match="training"):
-        run_ours(node_model("BatchNormalization", {"x": x}, dict(training_mode=1), inits=p, opset=15,
-                            outputs=("y", "m", "v")), {"x": x})
+    # training mode: normalized by the batch's statistics, which update the running ones
+    y, mean, var = run_ours(node_model("BatchNormalization", {"x": x}, dict(training_mode=1, momentum=0.8),
+                                       inits=p, opset=15, outputs=("y", "m", "v")), {"x": x})
+    axes = (0, 2, 3)
+    bm, bv = x.mean(axis=axes), x.var(axis=axes)
+    c = (1, 3, 1, 1)
+    np.testing.assert_allclose(y, (x - bm.reshape(c)) / np.sqrt(bv.reshape(c) + 1e-5) * p["scale"].reshape(c)
+                               + p["bias"].reshape(c), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(mean, p["mean"] * 0.8 + bm * 0.2, rtol=1e-5)
+    np.testing.assert_allclose(var, p["var"] * 0.8 + bv * 0.2, rtol=1e-5)
+    with pytest.raises(NotImplemented, match="training"):  # before 14 it gave saved statistics too
+        run_ours(node_model("BatchNormalization", {"x": x}, dict(is_test=0), inits=p, opset=6,
+                            outputs=("y", "m", "v", "sm", "sv")), {"x": x})
 
 
 def test_lrn():
