@@ -67,3 +67,72 @@ class NonMaxSuppression(Op):
                             selected.append((b, c, i))
             return np.array(selected, np.int64).reshape(-1, 3)
         return run
+
+
+def _axis_samples(start, bin_size, pooled, grid, size):
+    """Bilinear taps along one axis for every (bin, sample): low/high indices and weights;
+    samples beyond [-1, size] weigh 0."""
+    pos = (start + np.arange(pooled)[:, None] * bin_size + (np.arange(grid)[None, :] + 0.5) * bin_size / grid).ravel()
+    invalid = (pos < -1.0) | (pos > size)
+    p = np.maximum(pos, 0.0)
+    low = p.astype(np.int64)
+    at_end = low >= size - 1
+    low = np.where(at_end, size - 1, low)
+    high = np.where(at_end, size - 1, low + 1)
+    p = np.where(at_end, low, p)
+    lw = p - low
+    hw = 1.0 - lw
+    return low, high, np.where(invalid, 0.0, lw), np.where(invalid, 0.0, hw)
+
+
+@register("RoiAlign")
+class RoiAlign(Op):
+    """Average or max of bilinear samples over each region's output bins."""
+
+    def infer(self, ctx):
+        x, rois = ctx.inputs[0], ctx.inputs[1]
+        if len(x.shape) != 4 or len(rois.shape) != 2 or rois.shape[1] != 4:
+            raise ctx.fail(f"X {list(x.shape)} must be [N, C, H, W] and rois {list(rois.shape)} [R, 4]")
+        return [Info((rois.shape[0], x.shape[1], int(ctx.attr("output_height", 1)), int(ctx.attr("output_width", 1))),
+                     x.dtype)]
+
+    def kernel(self, ctx):
+        mode = ctx.attr("mode", "avg")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        ctm = ctx.attr("coordinate_transformation_mode", "half_pixel" if ctx.opset >= 16 else "output_half_pixel")
+        half_pixel = (ctm.decode() if isinstance(ctm, bytes) else ctm) == "half_pixel"
+        ph_n, pw_n = int(ctx.attr("output_height", 1)), int(ctx.attr("output_width", 1))
+        ratio, scale = int(ctx.attr("sampling_ratio", 0)), float(ctx.attr("spatial_scale", 1.0))
+
+        def run(x, rois, batch_indices, y):
+            h, w = x.shape[2:]
+            check_batch = batch_indices.astype(np.int64)
+            if check_batch.size and (check_batch.min() < 0 or check_batch.max() >= x.shape[0]):
+                raise ctx.fail(f"batch_indices must be within [0, {x.shape[0] - 1}]")
+            offset = 0.5 if half_pixel else 0.0
+            for r in range(rois.shape[0]):
+                x0, y0, x1, y1 = (float(v) * scale - offset for v in rois[r])
+                rw, rh = x1 - x0, y1 - y0
+                if not half_pixel:
+                    rw, rh = max(rw, 1.0), max(rh, 1.0)
+                bh, bw = rh / ph_n, rw / pw_n
+                gh = ratio if ratio > 0 else int(np.ceil(rh / ph_n))
+                gw = ratio if ratio > 0 else int(np.ceil(rw / pw_n))
+                if gh <= 0 or gw <= 0:
+                    y[r] = 0
+                    continue
+                ylo, yhi, ly, hy = _axis_samples(y0, bh, ph_n, gh, h)
+                xlo, xhi, lx, hx = _axis_samples(x0, bw, pw_n, gw, w)
+                img = x[check_batch[r]].astype(np.float64)
+                taps = [(hy[:, None] * hx[None, :], img[:, ylo][:, :, xlo]),
+                        (hy[:, None] * lx[None, :], img[:, ylo][:, :, xhi]),
+                        (ly[:, None] * hx[None, :], img[:, yhi][:, :, xlo]),
+                        (ly[:, None] * lx[None, :], img[:, yhi][:, :, xhi])]
+                c = x.shape[1]
+                if mode == "avg":
+                    samples = sum(wt * v for wt, v in taps)
+                    y[r] = samples.reshape(c, ph_n, gh, pw_n, gw).sum(axis=(2, 4)) / max(gh * gw, 1)
+                else:
+                    samples = np.maximum.reduce([wt * v for wt, v in taps])
+                    y[r] = samples.reshape(c, ph_n, gh, pw_n, gw).max(axis=(2, 4))
+        return run
