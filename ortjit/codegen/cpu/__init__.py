@@ -1,14 +1,20 @@
-"""CPU backend: fused loops compiled by Numba (parallel only when the tensor is large)."""
+"""CPU backend: fused loops compiled by Numba (serial by default; see PARALLEL_MIN_ELEMENTS)."""
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
 from ... import codecache
 from ..elementwise import F16, F16_ROUND, ScalarProgram, collapse, render_loop_body
 
-# Below this many output elements threads cost more than they save, and a parallel
-# compile costs about 10x a serial one (shared/design.md).
-PARALLEL_MIN_ELEMENTS = 1 << 16
+# Generated loops run serially unless ORTJIT_PARALLEL_MIN_ELEMENTS says from which size
+# to use Numba's threads. Measured on the 2-core machine: with parallel loops from 65536
+# elements, light_resnet50 took 270 ms a run and light_squeezenet 144 ms; serial, 64 ms
+# and 10 ms. Numba's worker threads and OpenBLAS's (which the convolutions' GEMMs use)
+# fight over the two cores after every GEMM. Below 65536 elements threads never pay, and
+# a parallel compile costs about 10x a serial one (shared/design.md).
+PARALLEL_MIN_ELEMENTS = int(os.environ.get("ORTJIT_PARALLEL_MIN_ELEMENTS", 0)) or (1 << 62)
 
 HEADER = "import math\nimport numpy as np\nimport numba\n\n"
 
