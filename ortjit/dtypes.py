@@ -17,9 +17,9 @@ ONNX_TO_NUMPY = {
     TensorProto.BOOL: np.dtype(np.bool_),
     TensorProto.STRING: np.dtype(object),
 }
-# bfloat16, float8, float4, int4 and int2 through ml_dtypes (onnx's own mapping).
+# bfloat16, float8, float6, float4, int4 and int2 through ml_dtypes (onnx's own mapping).
 for _name in ("BFLOAT16", "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", "FLOAT8E8M0",
-              "FLOAT4E2M1", "INT4", "UINT4", "INT2", "UINT2", "COMPLEX64", "COMPLEX128"):
+              "FLOAT6E2M3", "FLOAT6E3M2", "FLOAT4E2M1", "INT4", "UINT4", "INT2", "UINT2", "COMPLEX64", "COMPLEX128"):
     _code = getattr(TensorProto, _name, None)
     if _code is not None:
         try:
@@ -40,7 +40,8 @@ ONNX_TYPE_NAMES = {
     TensorProto.FLOAT8E5M2: "float8e5m2", TensorProto.FLOAT8E5M2FNUZ: "float8e5m2fnuz",
     TensorProto.UINT4: "uint4", TensorProto.INT4: "int4",
 }
-for _name, _text in (("FLOAT4E2M1", "float4e2m1"), ("FLOAT8E8M0", "float8e8m0"), ("INT2", "int2"), ("UINT2", "uint2")):
+for _name, _text in (("FLOAT4E2M1", "float4e2m1"), ("FLOAT8E8M0", "float8e8m0"), ("INT2", "int2"), ("UINT2", "uint2"),
+                     ("FLOAT6E2M3", "float6e2m3"), ("FLOAT6E3M2", "float6e3m2")):
     if hasattr(TensorProto, _name):
         ONNX_TYPE_NAMES[getattr(TensorProto, _name)] = _text
 

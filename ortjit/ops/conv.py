@@ -3,15 +3,18 @@ GEMM per image through numpy's BLAS; a 1x1 stride-1 unpadded conv is a GEMM on t
 
 Every spatial rank (1-D, 2-D, 3-D) runs through the same 3-D loop, lower ranks padded with
 unit dims, so there is one Numba compilation per dtype. The window geometry helpers here
-are shared with pooling.py.
+are shared with pooling.py. DeformConv (any spatial rank) gathers its bilinear samples with
+numpy, then multiplies as Conv does.
 """
 from __future__ import annotations
+
+import itertools
 
 import numba
 import numpy as np
 
 from ..errors import NotImplemented
-from .base import Info, Op
+from .base import Info, Op, is_narrow_float, widen_kernel, widened_context
 from .registry import register
 
 _AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
@@ -168,4 +171,95 @@ class Conv(Op):
                 y.reshape(n, m, p)[...] += bias.reshape(m, 1)
             if half:
                 target[...] = y
+        return run
+
+
+@register("DeformConv", since=19)
+class DeformConv(Op):
+    """Conv whose kernel taps sample X at positions moved by `offset` (bilinear, zero
+    outside the image), each sample weighed by `mask`: the samples are gathered into an
+    im2col-like buffer, then one batched GEMM per group as in Conv.
+
+    offset is (N, offset_group * K * r, out...), K taps of r coordinates each, first spatial
+    dim first; mask is (N, offset_group * K, out...). A NaN offset samples nothing."""
+
+    def _geometry(self, ctx):
+        x, w, off, b, mask = (ctx.input(i) for i in range(5))
+        if (np.dtype(x.dtype).kind != "f" and not is_narrow_float(x.dtype)) or \
+                any(i is not None and i.dtype != x.dtype for i in (w, off, b, mask)):
+            raise ctx.fail("X, W, offset, B and mask must share one float type, got "
+                           + ", ".join(str(i.dtype) for i in (x, w, off, b, mask) if i is not None))
+        if len(x.shape) < 3 or len(w.shape) != len(x.shape):
+            raise ctx.fail(f"X {list(x.shape)} must be (N, C, spatial...) and W {list(w.shape)} "
+                           "(M, C/group, kernel...) of the same rank")
+        r = len(x.shape) - 2
+        n, c = x.shape[:2]
+        m, cg = w.shape[:2]
+        group, og = int(ctx.attr("group", 1)), int(ctx.attr("offset_group", 1))
+        if group < 1 or c != cg * group or m % group:
+            raise ctx.fail(f"X has {c} channels and W {list(w.shape)}: with group={group} X needs "
+                           f"W.shape[1] * group = {cg * group} channels and M={m} must divide by the group")
+        if og < 1 or c % og:
+            raise ctx.fail(f"offset_group {og} must divide the {c} channels")
+        kernel = list(w.shape[2:])
+        if ctx.attr("kernel_shape") is not None and [int(k) for k in ctx.attr("kernel_shape")] != kernel:
+            raise ctx.fail(f"kernel_shape {list(ctx.attr('kernel_shape'))} does not match W's shape {list(w.shape)}")
+        out, begin, _, strides, dilations = window_geometry(ctx, x.shape[2:], kernel)
+        k = int(np.prod(kernel))
+        if tuple(off.shape) != (n, og * k * r, *out):
+            raise ctx.fail(f"offset must have shape {[n, og * k * r, *out]}, got {list(off.shape)}")
+        if mask is not None and tuple(mask.shape) != (n, og * k, *out):
+            raise ctx.fail(f"mask must have shape {[n, og * k, *out]}, got {list(mask.shape)}")
+        if b is not None and tuple(b.shape) != (m,):
+            raise ctx.fail(f"B must have shape [{m}], got {list(b.shape)}")
+        return n, c, m, group, og, kernel, out, begin, strides, dilations
+
+    def infer(self, ctx):
+        n, c, m, *_, out, _, _, _ = self._geometry(ctx)
+        return [Info((n, m, *out), np.dtype(ctx.inputs[0].dtype))]
+
+    def kernel(self, ctx):
+        if widened_context(ctx) is not None:  # bfloat16: computed in float32
+            return widen_kernel(self, ctx)
+        n, c, m, group, og, kernel, out, begin, strides, dilations = self._geometry(ctx)
+        in_dims = list(ctx.inputs[0].shape[2:])
+        r, k, p = len(kernel), int(np.prod(kernel)), int(np.prod(out))
+        dtype = compute_dtype(ctx.inputs[0].dtype)
+        cog, cg, mg = c // og, c // group, m // group
+        # undeformed sampling positions (r, K, P): tap offset plus window start, once per plan
+        taps = np.stack(np.meshgrid(*[np.arange(kk) * d for kk, d in zip(kernel, dilations)], indexing="ij"))
+        starts = np.stack(np.meshgrid(*[np.arange(o) * s - b for o, s, b in zip(out, strides, begin)], indexing="ij"))
+        base = taps.reshape(r, k, 1) + starts.reshape(r, 1, p)
+        in_strides = [int(np.prod(in_dims[d + 1:])) for d in range(r)]
+        cols = np.empty((n, og, cog, k * p), dtype)
+
+        n_in = len(ctx.inputs)
+
+        def run(x, w, offset, *rest):
+            bias, mask = (list(rest[:n_in - 3]) + [None, None])[:2]
+            y = rest[n_in - 3]
+            pos = offset.astype(np.float64).reshape(n, og, k, r, p).transpose(3, 0, 1, 2, 4) + base[:, None, None]
+            corners = []
+            for d in range(r):
+                v = np.where(np.isnan(pos[d]), -2.0, np.clip(pos[d], -2.0, in_dims[d] + 1.0))
+                lo = np.floor(v)
+                frac = v - lo
+                lo = lo.astype(np.int64)
+                corners.append([(lo, 1.0 - frac), (lo + 1, frac)])
+            xg = np.ascontiguousarray(x, dtype).reshape(n, og, cog, -1)
+            cols.fill(0)
+            for combo in itertools.product(*corners):
+                flat, weight = 0, 1.0
+                for d, (i, wt) in enumerate(combo):
+                    inside = (i >= 0) & (i < in_dims[d])
+                    flat = flat + np.clip(i, 0, in_dims[d] - 1) * in_strides[d]
+                    weight = weight * np.where(inside, wt, 0.0)
+                if mask is not None:
+                    weight = weight * mask.reshape(n, og, k, p)
+                values = np.take_along_axis(xg, flat.reshape(n, og, 1, k * p), axis=3)
+                np.add(cols, values * weight.reshape(n, og, 1, k * p).astype(dtype), out=cols)
+            yv = np.matmul(w.astype(dtype).reshape(group, mg, cg * k), cols.reshape(n, group, cg * k, p))
+            if bias is not None:
+                yv += bias.astype(dtype).reshape(group, mg, 1)
+            y[...] = yv.reshape(y.shape)
         return run

@@ -13,23 +13,40 @@ def _text(v):
     return v.decode() if isinstance(v, bytes) else v
 
 
+def _ints(ctx, name, default, n):
+    v = ctx.attr(name)
+    v = [default] * n if v is None else [int(x) for x in v]
+    if len(v) != n:
+        raise ctx.fail(f"attribute {name}={v} must have {n} values")
+    return v
+
+
 class _Geometry:
     def __init__(self, ctx):
         x, w = ctx.inputs[0], ctx.inputs[1]
         if np.dtype(x.dtype).kind != "f" or x.dtype != w.dtype:
             raise ctx.fail(f"X and W must share one float type, got {x.dtype} and {w.dtype}")
         if len(x.shape) < 3 or len(w.shape) != len(x.shape):
-            raise ctx.fail(f"X {list(x.shape)} must be (N, C, spatial...) and W {list(w.shape)} (C, M/group, kernel...)")
+            raise ctx.fail(f"X {list(x.shape)} must be (N, C, spatial...) and W {list(w.shape)} "
+                           "(C, M/group, kernel...)")
         nd = len(x.shape) - 2
         self.group = g = int(ctx.attr("group", 1))
         n, c = x.shape[:2]
         if w.shape[0] != c or c % g:
             raise ctx.fail(f"W {list(w.shape)} must have X's {c} channels first, divisible by group {g}")
         self.n, self.c, self.m = n, c, w.shape[1] * g
-        self.kernel = [int(k) for k in (ctx.attr("kernel_shape") or w.shape[2:])]
-        self.strides = [int(s) for s in (ctx.attr("strides") or [1] * nd)]
-        self.dilations = [int(d) for d in (ctx.attr("dilations") or [1] * nd)]
-        out_pad = [int(p) for p in (ctx.attr("output_padding") or [0] * nd)]
+        self.kernel = [int(k) for k in w.shape[2:]]
+        if ctx.attr("kernel_shape") is not None and [int(k) for k in ctx.attr("kernel_shape")] != self.kernel:
+            raise ctx.fail(f"kernel_shape {list(ctx.attr('kernel_shape'))} does not match W's shape {list(w.shape)}")
+        self.strides = _ints(ctx, "strides", 1, nd)
+        self.dilations = _ints(ctx, "dilations", 1, nd)
+        out_pad = _ints(ctx, "output_padding", 0, nd)
+        if min(self.strides) < 1 or min(self.dilations) < 1 or min(out_pad, default=0) < 0:
+            raise ctx.fail(f"strides {self.strides} and dilations {self.dilations} must be positive, "
+                           f"output_padding {out_pad} non-negative")
+        b = ctx.input(2)
+        if b is not None and tuple(b.shape) != (w.shape[1] * g,):
+            raise ctx.fail(f"B must have shape [{w.shape[1] * g}], got {list(b.shape)}")
         self.inp = list(x.shape[2:])
         full = [s * (i - 1) + op + (k - 1) * d + 1
                 for i, s, op, k, d in zip(self.inp, self.strides, out_pad, self.kernel, self.dilations)]
@@ -48,9 +65,9 @@ class _Geometry:
             begin = [max(b, 0) for b in begin]
             self.out = out_shape
         else:
-            pads = [int(p) for p in (ctx.attr("pads") or [0] * (2 * nd))]
-            if auto == "VALID":
-                pads = [0] * (2 * nd)
+            pads = [0] * (2 * nd) if auto == "VALID" else _ints(ctx, "pads", 0, 2 * nd)
+            if min(pads) < 0:
+                raise ctx.fail(f"pads {pads} must not be negative")
             begin = pads[:nd]
             self.out = [f - b - e for f, b, e in zip(full, pads[:nd], pads[nd:])]
         if any(o <= 0 for o in self.out):

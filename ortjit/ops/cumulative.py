@@ -19,10 +19,13 @@ class _Cumulative(Op):
         scan, identity = type(self).scan, self.identity
 
         def run(x, axis, out):
-            a = normalize_axis(ctx, int(np.asarray(axis).reshape(-1)[0]), x.ndim)
+            axis = np.asarray(axis)
+            if axis.size != 1 or axis.ndim > 1:
+                raise ctx.fail(f"axis must be a scalar, got shape {list(axis.shape)}")
+            a = normalize_axis(ctx, int(axis.reshape(())), x.ndim)
             v = np.flip(x, a) if reverse else x
             res = scan(v, axis=a, dtype=x.dtype)
-            if exclusive:  # shift by one: the first element becomes the identity
+            if exclusive and x.shape[a]:  # shift by one: the first element becomes the identity
                 res = np.roll(res, 1, axis=a)
                 first = [slice(None)] * x.ndim
                 first[a] = 0

@@ -109,6 +109,8 @@ class RoiAlign(Op):
             check_batch = batch_indices.astype(np.int64)
             if check_batch.size and (check_batch.min() < 0 or check_batch.max() >= x.shape[0]):
                 raise ctx.fail(f"batch_indices must be within [0, {x.shape[0] - 1}]")
+            if not np.isfinite(rois).all():
+                raise ctx.fail("rois must be finite")
             offset = 0.5 if half_pixel else 0.0
             for r in range(rois.shape[0]):
                 x0, y0, x1, y1 = (float(v) * scale - offset for v in rois[r])

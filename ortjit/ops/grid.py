@@ -1,13 +1,14 @@
 """GridSample: X sampled at the normalized positions of a grid (nearest, N-linear or
 N-cubic; zeros, border or reflection padding), as PyTorch's grid_sample does. Vectorized
-over all output positions: one gather per interpolation tap."""
+over all output positions: one gather per interpolation tap. AffineGrid makes such grids;
+Col2Im folds columns back into an image."""
 from __future__ import annotations
 
 import itertools
 
 import numpy as np
 
-from .base import Info, Op
+from .base import Info, Op, is_narrow_float
 from .registry import register
 
 
@@ -113,6 +114,45 @@ class GridSample(Op):
         return run
 
 
+@register("AffineGrid", since=20)
+class AffineGrid(Op):
+    """theta (N, 2, 3) or (N, 3, 4) applied to the normalized coordinates of every position
+    of a (H, W) or (D, H, W) image; grid[..., 0] is x (the width), as GridSample reads it."""
+
+    def _size(self, ctx):
+        theta = ctx.inputs[0]
+        if np.dtype(theta.dtype).kind != "f" and not is_narrow_float(theta.dtype):
+            raise ctx.fail(f"theta must be a float tensor, got {theta.dtype}")
+        size = [int(v) for v in np.asarray(ctx.value(1, "size")).reshape(-1)]
+        r = len(size) - 2
+        if r not in (2, 3) or tuple(theta.shape) != (size[0], r, r + 1) or min(size) < 0:
+            raise ctx.fail(f"size {size} must be (N, C, H, W) or (N, C, D, H, W) with theta {list(theta.shape)} "
+                           "of shape (N, 2, 3) or (N, 3, 4)")
+        return size[2:]
+
+    def infer(self, ctx):
+        dims = self._size(ctx)
+        return [Info((ctx.inputs[0].shape[0], *dims, len(dims)), ctx.inputs[0].dtype)]
+
+    def kernel(self, ctx):
+        dims = self._size(ctx)
+        align = bool(ctx.attr("align_corners", 0))
+
+        def axis(n):
+            if align:
+                return np.linspace(-1.0, 1.0, n) if n > 1 else np.full(n, -1.0)
+            return (2 * np.arange(n) + 1) / n - 1
+
+        # homogeneous base coordinates (x, y[, z], 1) of every output position, once per plan
+        mesh = np.meshgrid(*[axis(n) for n in dims], indexing="ij")
+        base = np.stack([m.ravel() for m in reversed(mesh)] + [np.ones(int(np.prod(dims)))], axis=1)
+
+        def run(theta, _size, grid):
+            grid.reshape(theta.shape[0], base.shape[0], len(dims))[...] = \
+                np.matmul(base, theta.astype(np.float64).transpose(0, 2, 1))
+        return run
+
+
 @register("Col2Im")
 class Col2Im(Op):
     """Sums column blocks back into an image (PyTorch's fold): the inverse layout of im2col."""
@@ -125,10 +165,16 @@ class Col2Im(Op):
         strides = [int(s) for s in (ctx.attr("strides") or [1] * r)]
         dilations = [int(d) for d in (ctx.attr("dilations") or [1] * r)]
         pads = [int(p) for p in (ctx.attr("pads") or [0] * (2 * r))]
+        if len(block) != r or len(strides) != r or len(dilations) != r or len(pads) != 2 * r:
+            raise ctx.fail(f"image_shape {image}, block_shape {block}, strides, dilations and pads "
+                           "must give one value per spatial dim (pads two)")
+        if min(image + block + strides + dilations, default=1) < 1 or min(pads, default=0) < 0:
+            raise ctx.fail(f"image_shape {image}, block_shape {block}, strides {strides} and dilations "
+                           f"{dilations} must be positive, pads {pads} non-negative")
         counts = [(i + pads[k] + pads[k + r] - d * (b - 1) - 1) // s + 1
                   for k, (i, b, s, d) in enumerate(zip(image, block, strides, dilations))]
         k = int(np.prod(block))
-        if len(x.shape) != 3 or x.shape[1] % k or x.shape[2] != int(np.prod(counts)):
+        if len(x.shape) != 3 or min(counts) < 1 or x.shape[1] % k or x.shape[2] != int(np.prod(counts)):
             raise ctx.fail(f"input {list(x.shape)} does not hold blocks {block} of image {image}")
         return image, block, strides, dilations, pads, counts, x.shape[1] // k
 

@@ -30,16 +30,20 @@ class ScatterElements(Op):
         if len(idx.shape) != len(data.shape) or tuple(idx.shape) != tuple(upd.shape):
             raise ctx.fail(f"indices {list(idx.shape)} and updates {list(upd.shape)} must have the same shape "
                            f"and the rank of data {list(data.shape)}")
+        axis = normalize_axis(ctx, int(ctx.attr("axis", 0)), len(data.shape))
+        if any(i > d for k, (i, d) in enumerate(zip(idx.shape, data.shape)) if k != axis):
+            raise ctx.fail(f"indices shape {list(idx.shape)} exceeds data shape {list(data.shape)} off the axis")
         return _same_shape_out(ctx)
 
     def kernel(self, ctx):
         axis = normalize_axis(ctx, int(ctx.attr("axis", 0)), len(ctx.inputs[0].shape))
         reduction = _reduction(ctx)
+        grid = list(np.indices(ctx.inputs[1].shape, sparse=True))  # the positions off the axis
 
         def run(data, indices, updates, out):
             check_index_range(ctx, indices, data.shape[axis])
             out[...] = data
-            where = list(np.indices(indices.shape, sparse=True))
+            where = list(grid)
             where[axis] = np.where(indices < 0, indices + data.shape[axis], indices)
             where = tuple(where)
             if reduction == "none":
@@ -85,7 +89,7 @@ class GatherND(Op):
         data, idx = ctx.inputs[0].shape, ctx.inputs[1].shape
         b = int(ctx.attr("batch_dims", 0))
         k = idx[-1] if idx else 0
-        if not idx or b + k > len(data) or tuple(idx[:b]) != tuple(data[:b]):
+        if len(idx) <= b or not 1 <= k <= len(data) - b or tuple(idx[:b]) != tuple(data[:b]):
             raise ctx.fail(f"indices {list(idx)} do not fit data {list(data)} with batch_dims {b}")
         return b, k
 
@@ -115,14 +119,26 @@ class TensorScatter(Op):
     """Writes `update` into `past_cache` along `axis` (the sequence axis) at each batch's
     write_indices (default 0); mode 'circular' wraps around the axis."""
 
-    def infer(self, ctx):
-        return _same_shape_out(ctx)
-
-    def kernel(self, ctx):
-        rank = len(ctx.inputs[0].shape)
+    def _axis(self, ctx):
+        cache, update, where = ctx.inputs[0], ctx.inputs[1], ctx.input(2)
+        rank = len(cache.shape)
         axis = normalize_axis(ctx, int(ctx.attr("axis", -2)), rank)
         if axis == 0:
             raise ctx.fail("axis cannot be the batch axis 0")
+        if len(update.shape) != rank or any(u != c for k, (u, c) in enumerate(zip(update.shape, cache.shape))
+                                            if k != axis) or update.shape[axis] > cache.shape[axis]:
+            raise ctx.fail(f"update {list(update.shape)} does not fit past_cache {list(cache.shape)} on axis {axis}")
+        if where is not None and tuple(where.shape) != (cache.shape[0],):
+            raise ctx.fail(f"write_indices {list(where.shape)} must hold one index per batch entry "
+                           f"({cache.shape[0]})")
+        return axis
+
+    def infer(self, ctx):
+        self._axis(ctx)
+        return _same_shape_out(ctx)
+
+    def kernel(self, ctx):
+        axis = self._axis(ctx)
         mode = ctx.attr("mode", "linear")
         mode = mode.decode() if isinstance(mode, bytes) else mode
 

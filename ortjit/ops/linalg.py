@@ -12,6 +12,8 @@ def einsum_shape(ctx, equation: str, shapes: list) -> tuple:
     eq = equation.replace(" ", "")
     lhs, arrow, rhs = eq.partition("->")
     terms = lhs.split(",")
+    if any(t.count("...") > 1 for t in terms):
+        raise ctx.fail(f"equation '{equation}' is not valid")
     if len(terms) != len(shapes):
         raise ctx.fail(f"the equation has {len(terms)} operands, the node {len(shapes)} inputs")
     sizes: dict = {}
@@ -37,6 +39,13 @@ def einsum_shape(ctx, equation: str, shapes: list) -> tuple:
                 raise ctx.fail(f"label '{c}' has sizes {sizes[c]} and {d}")
     if not arrow:  # implicit output: the ellipsis, then the labels seen once, sorted
         rhs = ("..." if "..." in lhs else "") + "".join(sorted(c for c, n in counts.items() if n == 1))
+    labels = rhs.replace("...", "")
+    bad = [c for c in lhs.replace("...", "").replace(",", "") + labels if not c.isascii() or not c.isalpha()]
+    if bad or rhs.count("...") > 1 or ("..." in rhs and "..." not in lhs):
+        raise ctx.fail(f"equation '{equation}' is not valid")
+    for c in labels:
+        if c not in sizes or labels.count(c) > 1:
+            raise ctx.fail(f"output label '{c}' must appear in the inputs and once in the output")
     out: list = []
     pre, _, post = rhs.partition("...")
     out += [sizes[c] for c in pre]

@@ -1,11 +1,12 @@
-"""BatchNormalization (inference), LRN, InstanceNormalization, LayerNormalization."""
+"""BatchNormalization, LRN, InstanceNormalization, LayerNormalization, LpNormalization,
+GroupNormalization, RMSNormalization, MeanVarianceNormalization."""
 from __future__ import annotations
 
 import numba
 import numpy as np
 
 from ..errors import NotImplemented
-from .base import Info, Op, broadcast_shapes, normalize_axis
+from .base import Info, Op, broadcast_shapes, is_narrow_float, normalize_axis
 from .conv import compute_dtype
 from .registry import register
 
@@ -63,8 +64,9 @@ class BatchNormalization(Op):
     """Inference: y = (x - mean) / sqrt(var + epsilon) * scale + B, per channel (axis 1).
 
     Before opset 9 `spatial=0` gives per-activation statistics of shape X.shape[1:]; before
-    opset 7 `is_test` is an attribute. Training (extra outputs, or training_mode=1 from
-    opset 14) is not implemented."""
+    opset 7 `is_test` is an attribute. From opset 14, training_mode=1 normalizes with the
+    batch statistics and outputs the updated running mean and variance; the training
+    outputs of earlier opsets (saved mean and variance) are not implemented."""
 
     def _param_shape(self, ctx):
         x = _float_input(ctx)
@@ -258,4 +260,129 @@ class LpNormalization(Op):
             with np.errstate(divide="ignore", invalid="ignore"):
                 np.divide(x, norm, out=y)
             y[np.broadcast_to(norm == 0, y.shape)] = 0
+        return run
+
+
+def _stash_dtype(ctx):
+    """The type the statistics are computed in: stash_type 1 is float32 (the default), 11
+    float64."""
+    stash = int(ctx.attr("stash_type", 1))
+    if stash not in (1, 11):
+        raise ctx.fail(f"stash_type {stash} is not supported (1: float32, 11: float64)", NotImplemented)
+    return np.dtype(np.float32 if stash == 1 else np.float64)
+
+
+def _float_or_narrow(ctx, i=0):
+    x = ctx.inputs[i]
+    if np.dtype(x.dtype).kind != "f" and not is_narrow_float(x.dtype):
+        raise ctx.fail(f"input {i} must be a float tensor, got {x.dtype}")
+    return x
+
+
+@register("GroupNormalization", since=18)
+class GroupNormalization(Op):
+    """Normalizes each group of num_groups consecutive channels of each instance, then
+    applies scale and bias: one per group in opset 18, one per channel from 21."""
+
+    def _check(self, ctx):
+        x = _float_or_narrow(ctx)
+        if len(x.shape) < 2:
+            raise ctx.fail(f"X must be (N, C, ...), got shape {list(x.shape)}")
+        groups = ctx.attr("num_groups")
+        c = x.shape[1]
+        if groups is None or int(groups) < 1 or c % int(groups):
+            raise ctx.fail(f"num_groups {groups} must be a positive divisor of the {c} channels")
+        groups = int(groups)
+        size = c if ctx.opset >= 21 else groups
+        for i, name in ((1, "scale"), (2, "bias")):
+            p = ctx.inputs[i]
+            if tuple(p.shape) != (size,):
+                raise ctx.fail(f"{name} must have shape [{size}] (one per {'channel' if ctx.opset >= 21 else 'group'}"
+                               f" in opset {ctx.opset}), got {list(p.shape)}")
+        return x, groups
+
+    def infer(self, ctx):
+        x, _ = self._check(ctx)
+        return [Info(tuple(x.shape), np.dtype(x.dtype))]
+
+    def kernel(self, ctx):
+        x, groups = self._check(ctx)
+        n, c = x.shape[:2]
+        p = int(np.prod(x.shape[2:]))
+        stash, dtype = _stash_dtype(ctx), np.dtype(x.dtype)
+        normalize = _rows_normalizer(n * groups, c // groups * p, stash, float(ctx.attr("epsilon", 1e-5)))
+        per_group = ctx.opset < 21
+        normed = np.empty(x.shape, stash)
+
+        def run(x, scale, bias, y):
+            normalize(x, normed)
+            if per_group:
+                scale, bias = np.repeat(scale, c // groups), np.repeat(bias, c // groups)
+            # the normalized values are rounded to X's type before the scale and bias
+            v = normed.astype(dtype, copy=False).reshape(n, c, p)
+            yv = y.reshape(n, c, p)
+            np.multiply(v, scale.reshape(c, 1), out=yv)
+            yv += bias.reshape(c, 1)
+        return run
+
+
+@register("RMSNormalization", since=23)
+class RMSNormalization(Op):
+    """x / sqrt(mean(x^2 over the dims from axis on) + epsilon) * scale; Y has scale's type."""
+
+    def _check(self, ctx):
+        x, scale = _float_or_narrow(ctx), _float_or_narrow(ctx, 1)
+        axis = normalize_axis(ctx, int(ctx.attr("axis", -1)), len(x.shape))
+        if len(scale.shape) > len(x.shape) or broadcast_shapes(ctx, x.shape, scale.shape) != tuple(x.shape):
+            raise ctx.fail(f"scale of shape {list(scale.shape)} does not broadcast to X's shape {list(x.shape)}")
+        return x, scale, axis
+
+    def infer(self, ctx):
+        x, scale, _ = self._check(ctx)
+        return [Info(tuple(x.shape), np.dtype(scale.dtype))]
+
+    def kernel(self, ctx):
+        x, scale, axis = self._check(ctx)
+        rows, n = int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:]))
+        stash, dtype = _stash_dtype(ctx), np.dtype(x.dtype)
+        eps = stash.type(ctx.attr("epsilon", 1e-5))
+        square = np.empty((rows, n), stash)
+        ms = np.empty((rows, 1), stash)
+
+        def run(x, scale, y):
+            xv = x.reshape(rows, n).astype(stash)
+            np.multiply(xv, xv, out=square)
+            np.mean(square, axis=1, keepdims=True, out=ms)
+            np.add(ms, eps, out=ms)
+            np.sqrt(ms, out=ms)
+            normed = (xv / ms).astype(dtype).reshape(x.shape)
+            y[...] = normed.astype(y.dtype) * scale
+        return run
+
+
+@register("MeanVarianceNormalization", since=9)
+class MeanVarianceNormalization(Op):
+    """(x - mean) / (std + 1e-9) over `axes` (default [0, 2, 3]). The variance is taken
+    around the mean in float64: never negative, unlike E[x^2] - E[x]^2 in the schema's
+    function body, whose rounding can give NaN for near-constant data."""
+
+    def _axes(self, ctx):
+        x = _float_or_narrow(ctx)
+        axes = [normalize_axis(ctx, int(a), len(x.shape), "axes") for a in ctx.attr("axes", [0, 2, 3])]
+        if len(set(axes)) != len(axes):
+            raise ctx.fail(f"axes {list(ctx.attr('axes'))} repeat a dim")
+        return tuple(axes)
+
+    def infer(self, ctx):
+        self._axes(ctx)
+        return [Info(tuple(ctx.inputs[0].shape), np.dtype(ctx.inputs[0].dtype))]
+
+    def kernel(self, ctx):
+        axes = self._axes(ctx)
+
+        def run(x, y):
+            v = x.astype(np.float64)
+            d = v - v.mean(axis=axes, keepdims=True)
+            std = np.sqrt((d * d).mean(axis=axes, keepdims=True))
+            y[...] = d / (std + 1e-9)
         return run

@@ -258,6 +258,9 @@ class MaxUnpool(Op):
             y = rest[-1]
             flat = indices.reshape(-1).astype(np.int64)
             check_index_range(ctx, flat, size)
+            if flat.size and flat.min() < 0:  # flat positions: a negative one means nothing
+                raise ctx.fail(f"index {int(flat.min())} is negative; indices are flat positions "
+                               f"in [0, {size - 1}]")
             values = np.zeros(size, y.dtype)
             values[flat] = x.reshape(-1)
             y.fill(0)

@@ -1,5 +1,7 @@
 """Linear quantization: QuantizeLinear, DequantizeLinear (per tensor, per axis, blocked;
-integer, float8, float4, int4 and int2 targets), DynamicQuantizeLinear."""
+integer, float8, float6, float4, int4 and int2 targets), DynamicQuantizeLinear. Float 8 zero
+points only give the type (never added); float 4 and float 6 ones are added when quantizing
+and, as onnx's reference does, float 4 ones are ignored when dequantizing."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,24 +15,42 @@ INTEGER_RANGES = {"uint8": (0, 255), "int8": (-128, 127), "uint16": (0, 65535), 
                   "uint4": (0, 15), "int4": (-8, 7), "uint2": (0, 3), "int2": (-2, 1)}
 
 
-def expand_param(ctx, p: np.ndarray, shape: tuple, axis: int, block: int) -> np.ndarray:
-    """A scale or zero point broadcast to the input: per tensor (one value), per axis
-    (one value per index of `axis`) or blocked (`block` consecutive indices share one)."""
-    p = np.asarray(p)
-    if p.size == 1 and p.ndim <= 1:
-        return p.reshape(())
-    a = normalize_axis(ctx, axis, len(shape))
-    if not block:
-        if p.ndim != 1 or p.shape[0] != shape[a]:
-            raise ctx.fail(f"a per-axis scale must be 1-D of length {shape[a]} (axis {a}), got {list(p.shape)}")
-        return p.reshape([-1 if i == a else 1 for i in range(len(shape))])
+def param_expander(ctx, what: str, pshape: tuple, xshape: tuple, axis: int, block: int):
+    """Checks a scale or zero point against the input and returns the function that lays it
+    out to broadcast there: per tensor (one value), per axis (one value per index of
+    `axis`) or blocked (`block` consecutive indices along `axis` share one)."""
+    pshape, xshape = tuple(pshape), tuple(xshape)
     if block < 0:
         raise ctx.fail(f"block_size must be positive, got {block}")
-    full = np.repeat(p, block, axis=a).take(np.arange(shape[a]), axis=a) if p.ndim == len(shape) else None
-    if full is None or full.shape != tuple(shape) or -(-shape[a] // block) != p.shape[a]:
-        raise ctx.fail(f"a blocked scale of shape {list(p.shape)} does not fit input {list(shape)} "
-                       f"with block_size {block} on axis {a}")
-    return full
+    if int(np.prod(pshape, dtype=np.int64)) == 1 and len(pshape) <= 1:
+        return lambda p: np.asarray(p).reshape(())
+    a = normalize_axis(ctx, axis, len(xshape))
+    if not block:
+        if pshape != (xshape[a],):
+            raise ctx.fail(f"a per-axis {what} must be 1-D of length {xshape[a]} (axis {a}), got {list(pshape)}")
+        laid = tuple(-1 if i == a else 1 for i in range(len(xshape)))
+        return lambda p: np.asarray(p).reshape(laid)
+    want = tuple(-(-d // block) if i == a else d for i, d in enumerate(xshape))
+    if pshape != want:
+        raise ctx.fail(f"a blocked {what} of shape {list(pshape)} does not fit input {list(xshape)} with "
+                       f"block_size {block} on axis {a}: its shape must be {list(want)}")
+    index = np.arange(xshape[a]) // block
+    return lambda p: np.asarray(p).take(index, axis=a)
+
+
+def _one_value(shape) -> tuple:
+    """A per-tensor parameter may be a scalar or hold its one value in a 1-D tensor."""
+    shape = tuple(shape)
+    return () if len(shape) <= 1 and int(np.prod(shape, dtype=np.int64)) == 1 else shape
+
+
+def _expanders(ctx):
+    """The layouts of input 1 (scale) and input 2 (zero point, if any), checked."""
+    axis, block = int(ctx.attr("axis", 1)), int(ctx.attr("block_size", 0))
+    x, scale, zp = ctx.inputs[0], ctx.inputs[1], ctx.input(2)
+    if zp is not None and _one_value(zp.shape) != _one_value(scale.shape):
+        raise ctx.fail(f"the scale {list(scale.shape)} and zero point {list(zp.shape)} must have one shape")
+    return param_expander(ctx, "scale", scale.shape, x.shape, axis, block)
 
 
 def _target(ctx):
@@ -42,15 +62,16 @@ def _target(ctx):
 
 
 def quantize(x, scale, zero_point, to: np.dtype, saturate=True, precision=None):
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         q = x.astype(precision) / scale.astype(precision) if precision is not None else x / scale
-    if to.name in INTEGER_RANGES:
+    if to.name in INTEGER_RANGES:  # saturated in float64, so that huge values and infinities do too
         lo, hi = INTEGER_RANGES[to.name]
-        qi = np.rint(q).astype(np.int64)
+        qf = np.rint(q).astype(np.float64)
         if zero_point is not None:
-            qi = qi + zero_point.astype(np.int64)
-        return np.clip(qi, lo, hi).astype(to)
-    if to.name.startswith("float4"):  # no infinities: ml_dtypes saturates by itself
+            qf = qf + zero_point.astype(np.float64)
+        with np.errstate(invalid="ignore"):  # NaN: undefined by the spec
+            return np.clip(qf, lo, hi).astype(to)
+    if to.name.startswith(("float4", "float6")):  # no infinities: ml_dtypes saturates by itself
         if zero_point is not None:
             q = q + zero_point.astype(np.float32)
         return np.asarray(q).astype(to)
@@ -61,24 +82,26 @@ def quantize(x, scale, zero_point, to: np.dtype, saturate=True, precision=None):
 class QuantizeLinear(Op):
     def infer(self, ctx):
         to = _target(ctx)
-        if to.name not in INTEGER_RANGES and not to.name.startswith(("float8", "float4")):
+        if to.name not in INTEGER_RANGES and (not to.name.startswith(("float8", "float6", "float4"))
+                                              or to.name == "float8_e8m0fnu"):
             raise ctx.fail(f"{to} is not a quantized type")
+        out = ctx.attr("output_dtype", 0)
+        if out and ctx.input(2) is not None and to_numpy(out) != to:
+            raise ctx.fail(f"output_dtype {to_numpy(out)} differs from the zero point's type {to}")
+        _expanders(ctx)
         return [Info(tuple(ctx.inputs[0].shape), to)]
 
     def kernel(self, ctx):
         to = _target(ctx)
-        axis, block = int(ctx.attr("axis", 1)), int(ctx.attr("block_size", 0))
+        expand = _expanders(ctx)
         saturate = bool(ctx.attr("saturate", 1))
         precision = to_numpy(ctx.attr("precision")) if ctx.attr("precision") else None
-        if to.name.startswith("float8"):
-            zp_used = False  # float 8: the zero point only gives the type
-        else:
-            zp_used = True
+        zp_used = not to.name.startswith("float8")  # float 8: the zero point only gives the type
 
         def run(x, scale, *rest):
             out, zp = rest[-1], (rest[0] if len(rest) > 1 else None)
-            s = expand_param(ctx, scale, x.shape, axis, block)
-            z = expand_param(ctx, zp, x.shape, axis, block) if zp is not None and zp_used else None
+            s = expand(scale)
+            z = expand(zp) if zp is not None and zp_used else None
             out[...] = quantize(x, s, z, to, saturate, precision)
         return run
 
@@ -87,16 +110,21 @@ class QuantizeLinear(Op):
 class DequantizeLinear(Op):
     def _out(self, ctx):
         out = ctx.attr("output_dtype", 0)
-        return to_numpy(out) if out else np.dtype(ctx.inputs[1].dtype)
+        out = to_numpy(out) if out else np.dtype(ctx.inputs[1].dtype)
+        if out.name not in ("float32", "float16", "bfloat16"):
+            raise ctx.fail(f"the output type must be float, float16 or bfloat16, not {out} "
+                           "(set output_dtype when x_scale is float8e8m0)")
+        return out
 
     def infer(self, ctx):
         x, zp = ctx.inputs[0], ctx.input(2)
         if zp is not None and np.dtype(zp.dtype) != np.dtype(x.dtype):
             raise ctx.fail(f"x ({x.dtype}) and x_zero_point ({zp.dtype}) must have the same type")
+        _expanders(ctx)
         return [Info(tuple(x.shape), self._out(ctx))]
 
     def kernel(self, ctx):
-        axis, block = int(ctx.attr("axis", 1)), int(ctx.attr("block_size", 0))
+        expand = _expanders(ctx)
         name = np.dtype(ctx.inputs[0].dtype).name
         zp_used = not name.startswith(("float8", "float4"))
 
@@ -104,9 +132,10 @@ class DequantizeLinear(Op):
             out, zp = rest[-1], (rest[0] if len(rest) > 1 else None)
             dx = x.astype(np.float32)
             if zp is not None and zp_used:
-                dx = dx - expand_param(ctx, zp, x.shape, axis, block).astype(np.float32)
-            y = dx * expand_param(ctx, scale, x.shape, axis, block)
-            out[...] = y.astype(out.dtype)
+                dx = dx - expand(zp).astype(np.float32)
+            y = dx * expand(scale)
+            with np.errstate(over="ignore"):  # float16 output: inf past its range
+                out[...] = y.astype(out.dtype)
         return run
 
 
@@ -120,15 +149,17 @@ class DynamicQuantizeLinear(Op):
         return [Info(shape, np.dtype(np.uint8)), Info((), np.dtype(np.float32)), Info((), np.dtype(np.uint8))]
 
     def kernel(self, ctx):
+        f32 = np.float32
+
         def run(x, y, y_scale, y_zero_point):
-            lo = min(float(x.min()), 0.0) if x.size else 0.0
-            hi = max(float(x.max()), 0.0) if x.size else 0.0
-            scale = np.float32((hi - lo) / 255.0)
-            zp = np.clip(np.rint(np.float32(0 - lo) / scale), 0, 255) if scale else np.float32(0)
-            y_scale[...] = scale
-            y_zero_point[...] = np.uint8(zp)
-            if scale:
+            # float32 arithmetic throughout, as the reference and ONNX Runtime
+            lo = min(f32(x.min()), f32(0)) if x.size else f32(0)
+            hi = max(f32(x.max()), f32(0)) if x.size else f32(0)
+            # all zeros: the spec's scale would be 0; ONNX Runtime uses 1
+            scale = f32(1) if hi == lo else f32(hi - lo) / f32(255)
+            with np.errstate(invalid="ignore"):  # NaN inputs: undefined, but no crash
+                zp = np.rint(np.clip(f32(0) - lo / scale, 0, 255))
+                y_scale[...] = scale
+                y_zero_point[...] = zp.astype(np.uint8)
                 y[...] = np.clip(np.rint(x / scale) + zp, 0, 255).astype(np.uint8)
-            else:
-                y[...] = np.uint8(zp)
         return run

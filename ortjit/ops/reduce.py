@@ -68,6 +68,8 @@ class _Reduce(Op):
         x = ctx.inputs[0]
         kept = tuple(1 if i in axes else d for i, d in enumerate(x.shape))  # the keepdims shape
         dtype = np.dtype(x.dtype)
+        if not all(kept):  # nothing to compute: an empty output
+            return lambda x, *rest: None
         if any(x.shape[a] == 0 for a in axes):
             value = _fill_value(self.op_type, dtype)
             return lambda x, *rest: rest[-1].fill(value)
@@ -202,6 +204,8 @@ class _ArgReduce(Op):
 
     def _axis(self, ctx):
         x = ctx.inputs[0]
+        if not x.shape:
+            raise ctx.fail("the input must have rank 1 or more")
         axis = normalize_axis(ctx, int(ctx.attr("axis", 0)), len(x.shape))
         if x.shape[axis] == 0:
             raise ctx.fail(f"cannot take {self.op_type} over the empty axis {axis} of shape {list(x.shape)}")

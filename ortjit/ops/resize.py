@@ -138,16 +138,20 @@ class _Resize(Op):
             if len(scales) != len(axes):
                 raise ctx.fail(f"scales has {len(scales)} values for {len(axes)} axes")
             for a, s in zip(axes, scales):
-                if s <= 0:
-                    raise ctx.fail(f"scales must be positive, got {list(scales)}")
+                if not 0 < s < math.inf:
+                    raise ctx.fail(f"scales must be positive and finite, got {list(scales)}")
                 full_scales[a] = float(s)
                 out[a] = int(s * shape[a])
         else:
             if len(sizes) != len(axes):
                 raise ctx.fail(f"sizes has {len(sizes)} values for {len(axes)} axes")
+            if min(sizes, default=0) < 0:
+                raise ctx.fail(f"sizes must not be negative, got {list(sizes)}")
             for a, n in zip(axes, sizes):
+                if shape[a] == 0 and n > 0:
+                    raise ctx.fail(f"axis {a} is empty and cannot be resized to {n}")
                 out[a] = int(n)
-                full_scales[a] = int(n) / shape[a]
+                full_scales[a] = int(n) / shape[a] if shape[a] else 1.0
             policy = _text(ctx.attr("keep_aspect_ratio_policy"), "stretch")
             if policy != "stretch":
                 pick = {"not_larger": min, "not_smaller": max}.get(policy)
@@ -194,6 +198,8 @@ class _Resize(Op):
         extrapolation = float(ctx.attr("extrapolation_value", 0.0))
         r = len(shape)
         tables = []
+        if 0 in out:
+            return lambda *arrays: None  # nothing to compute
         for a in axes:
             axis_roi = None if roi is None else (roi[a], roi[a + r])
             if math.isclose(scales[a], 1.0) and out[a] == shape[a] and \

@@ -51,6 +51,13 @@ class _Recurrent(Op):
         if len(x.shape) != 3 or w.shape[0] != dirs or w.shape[1] != self.gates * hidden or w.shape[2] != x.shape[2]:
             raise ctx.fail(f"X {list(x.shape)} and W {list(w.shape)} do not fit hidden_size {hidden} "
                            f"and {dirs} direction(s)")
+        state = (dirs, batch, hidden) if layout == 0 else (batch, dirs, hidden)
+        expected = {2: (dirs, self.gates * hidden, hidden), 3: (dirs, 2 * self.gates * hidden), 4: (batch,),
+                    5: state, 6: state, 7: (dirs, 3 * hidden)}
+        for i, shape in expected.items():
+            given = ctx.input(i)
+            if given is not None and tuple(given.shape) != shape:
+                raise ctx.fail(f"input {i} has shape {list(given.shape)}, expected {list(shape)}")
         return layout, seq, batch, hidden, dirs
 
     def infer(self, ctx):
@@ -87,11 +94,11 @@ class _Recurrent(Op):
         direction = _text(ctx.attr("direction", "forward"))
         n_out = ctx.num_outputs
         names = ["X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P"]
-        present = [i for i, v in enumerate(ctx.node.inputs) if v is not None] if ctx.node is not None else \
-            [i for i, v in enumerate(ctx.inputs) if v is not None]
+        n_in = len(ctx.inputs)
 
         def run(*args):
-            given = dict(zip([names[i] for i in present], args[:len(present)]))
+            # one argument per input slot (None where an optional input is omitted), then the outputs
+            given = {names[i]: a for i, a in enumerate(args[:n_in]) if a is not None}
             outs = args[len(args) - n_out:]
             x = given["X"] if layout == 0 else given["X"].transpose(1, 0, 2)
             lens = given.get("sequence_lens")
@@ -120,7 +127,8 @@ class _Recurrent(Op):
                        h_all if layout == 0 else h_all.transpose(1, 0, 2),
                        c_all if layout == 0 else c_all.transpose(1, 0, 2)]
             for o, r in zip(outs, results):
-                o[...] = r
+                if o is not None:
+                    o[...] = r
         return run
 
     def direction(self, ctx, x, w, r, b, h, c, p, acts, clip, lens, reverse, y):

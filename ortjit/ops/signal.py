@@ -1,9 +1,10 @@
-"""DFT and STFT through numpy's FFT. Tensors hold complex values as a last dimension of 2
-(real, imaginary); a last dimension of 1 is a real signal."""
+"""DFT and STFT through numpy's FFT, and MelWeightMatrix. Tensors hold complex values as a
+last dimension of 2 (real, imaginary); a last dimension of 1 is a real signal."""
 from __future__ import annotations
 
 import numpy as np
 
+from ..dtypes import to_numpy
 from .base import Info, Op, normalize_axis
 from .registry import register
 
@@ -120,3 +121,47 @@ class STFT(Op):
                 framed = framed * window.astype(np.float64)
             return _pairs(np.fft.fft(framed, axis=-1)[..., :bins], signal.dtype)
         return run
+
+
+@register("MelWeightMatrix")
+class MelWeightMatrix(Op):
+    """[dft_length // 2 + 1, num_mel_bins] triangular filters. As the spec's own
+    computation: num_mel_bins + 2 mel points spaced by (high - low) / (num_mel_bins + 2),
+    in float64, each filter rising over [left, center] and falling over [center, right)."""
+    def _args(self, ctx):
+        names = ("num_mel_bins", "dft_length", "sample_rate", "lower_edge_hertz", "upper_edge_hertz")
+        return [np.asarray(ctx.value(i, name)).reshape(-1)[0] for i, name in enumerate(names)]
+
+    def infer(self, ctx):
+        bins, length, *_ = self._args(ctx)
+        if bins <= 0 or length <= 0:
+            raise ctx.fail(f"num_mel_bins ({bins}) and dft_length ({length}) must be positive")
+        dtype = to_numpy(ctx.attr("output_datatype", 1))
+        return [Info((int(length) // 2 + 1, int(bins)), dtype)]
+
+    def kernel(self, ctx):
+        bins, length, rate, low, high = self._args(ctx)
+        bins, length = int(bins), int(length)
+        if rate <= 0 or not 0 <= low <= high:
+            raise ctx.fail(f"sample_rate ({rate}) must be positive and 0 <= lower_edge_hertz ({low}) "
+                           f"<= upper_edge_hertz ({high})")
+        low_mel, high_mel = (2595 * np.log1p(np.float64(hz) / 700) / np.log(10) for hz in (low, high))
+        mel = np.arange(bins + 2) * ((high_mel - low_mel) / (bins + 2)) + low_mel
+        points = (((length + 1) * (700 * np.expm1(mel / 2595 * np.log(10)))) // float(rate)).astype(np.int64)
+        n_spectrum = length // 2 + 1
+        if points.max() >= n_spectrum:
+            raise ctx.fail(f"upper_edge_hertz {high} lies past the spectrum of dft_length {length} at "
+                           f"sample_rate {rate}")
+        weights = np.zeros((n_spectrum, bins))
+        for i in range(bins):
+            left, center, right = points[i:i + 3]
+            if center == left:
+                weights[center, i] = 1
+            else:
+                weights[left:center + 1, i] = (np.arange(left, center + 1) - left) / (center - left)
+            if right > center:
+                weights[center:right, i] = (right - np.arange(center, right)) / (right - center)
+
+        def mel_weight_matrix(*args):
+            args[-1][...] = weights
+        return mel_weight_matrix

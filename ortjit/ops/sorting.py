@@ -1,9 +1,11 @@
-"""TopK and Unique. Ties keep the lower index first, as the ONNX spec orders them."""
+"""TopK and Unique. Ties keep the lower index first, as the ONNX spec orders them; NaN is
+greater than every number (first when largest, last when smallest), as in ONNX Runtime
+and the reference evaluator."""
 from __future__ import annotations
 
 import numpy as np
 
-from .base import Info, Op, normalize_axis
+from .base import Info, Op, is_narrow_float, normalize_axis
 from .registry import register
 
 
@@ -38,8 +40,12 @@ class TopK(Op):
 
         def run(x, *rest):
             values, indices = rest[-2], rest[-1]
-            key = _descending_key(x) if largest else x
-            order = np.argsort(key, axis=axis, kind="stable")
+            if largest and (x.dtype.kind == "f" or is_narrow_float(x.dtype)) and np.isnan(x).any():
+                # -x would sort NaN last: put it first by a primary key, stable within NaNs
+                order = np.lexsort((_descending_key(x), ~np.isnan(x)), axis=axis)
+            else:
+                key = _descending_key(x) if largest else x  # ascending argsort sorts NaN last
+                order = np.argsort(key, axis=axis, kind="stable")
             top = np.take(order, np.arange(k), axis=axis)
             indices[...] = top
             values[...] = np.take_along_axis(x, top, axis=axis)

@@ -1,11 +1,13 @@
 """String ops on object arrays of Python str: StringNormalizer, StringSplit, StringConcat,
-RegexFullMatch. RE2 syntax is close to Python's `re` for the patterns models use."""
+RegexFullMatch. RegexFullMatch patterns are RE2 syntax (ONNX Runtime's engine), rewritten
+for Python's `re` where the two differ (see _python_regex)."""
 from __future__ import annotations
 
 import re
 
 import numpy as np
 
+from ..errors import NotImplemented
 from .base import Info, Op, broadcast_shapes
 from .registry import register
 
@@ -102,10 +104,85 @@ class RegexFullMatch(Op):
     def kernel(self, ctx):
         pattern = _text(ctx.attr("pattern", ""))
         try:
-            regex = re.compile(pattern)
+            regex = re.compile(_python_regex(pattern))
         except re.error as e:
             raise ctx.fail(f"invalid pattern {pattern!r}: {e}") from None
+        except ValueError as e:
+            raise ctx.fail(f"pattern {pattern!r}: {e}", NotImplemented) from None
 
         def run(x, out):
             out[...] = np.frompyfunc(lambda s: regex.fullmatch(_text(s)) is not None, 1, 1)(x).astype(bool)
         return run
+
+
+# RE2's ASCII classes; Python's \d \w \s match all of Unicode's digits, letters, spaces
+_PERL = {"d": "0-9", "w": "0-9A-Za-z_", "s": "\\t\\n\\f\\r "}
+_POSIX = {"alnum": "0-9A-Za-z", "alpha": "A-Za-z", "ascii": "\\x00-\\x7f", "blank": "\\t ",
+          "cntrl": "\\x00-\\x1f\\x7f", "digit": "0-9", "graph": "!-~", "lower": "a-z", "print": " -~",
+          "punct": "!-/:-@\\[-`{-~", "space": "\\t\\n\\v\\f\\r ", "upper": "A-Z", "word": "0-9A-Za-z_",
+          "xdigit": "0-9A-Fa-f"}
+
+
+def _python_regex(pattern: str) -> str:
+    """An RE2 pattern as a Python `re` pattern of the same meaning. Raises re.error for what
+    RE2 rejects (lookaround, backreferences, \\Z) and ValueError for RE2 features not
+    rewritten here (\\p{...} classes, (?U), \\C)."""
+    out, i, n, in_class = [], 0, len(pattern), False
+    multiline = re.search(r"\(\?[a-zA-Z]*m", pattern) is not None
+    while i < n:
+        c = pattern[i]
+        nxt = pattern[i + 1] if i + 1 < n else ""
+        if c == "\\" and nxt:
+            if nxt == "Q":  # \Q...\E quotes literal text
+                end = pattern.find("\\E", i + 2)
+                end = n if end < 0 else end
+                out.append(re.escape(pattern[i + 2:end]))
+                i = end + 2
+                continue
+            if nxt in "dws":
+                out.append(_PERL[nxt] if in_class else f"[{_PERL[nxt]}]")
+            elif nxt in "DWS" and not in_class:
+                out.append(f"[^{_PERL[nxt.lower()]}]")
+            elif nxt == "z":
+                out.append("\\Z")
+            elif nxt == "Z" or (nxt in "123456789" and not in_class):
+                raise re.error(f"RE2 has no \\{nxt}")
+            elif nxt in "pPC":
+                raise ValueError(f"\\{nxt} is not supported")
+            else:
+                out.append(c + nxt)
+            i += 2
+            continue
+        if in_class:
+            if pattern.startswith("[:", i):
+                end = pattern.find(":]", i)
+                name = pattern[i + 2:end] if end > 0 else ""
+                if name not in _POSIX:
+                    raise ValueError(f"character class [:{name}:] is not supported")
+                out.append(_POSIX[name])
+                i = end + 2
+                continue
+            in_class = c != "]"
+            out.append("\\[" if c == "[" else c)
+            i += 1
+            continue
+        if c == "[":
+            in_class = True
+            out.append(c)
+            i += 1
+            for lead in "^]":  # a leading ^ negates, a ] right after it is a literal
+                if i < n and pattern[i] == lead:
+                    out.append("\\]" if lead == "]" else lead)
+                    i += 1
+            continue
+        if pattern.startswith(("(?=", "(?!", "(?<=", "(?<!", "(?>"), i):
+            raise re.error("RE2 has no lookaround or atomic groups")
+        if pattern.startswith("(?<", i):  # RE2's other spelling of a named group
+            out.append("(?P<")
+            i += 3
+            continue
+        if c == "(" and re.match(r"\(\?[a-zA-Z]*U", pattern[i:]):
+            raise ValueError("the ungreedy flag (?U) is not supported")
+        out.append("\\Z" if c == "$" and not multiline else c)  # RE2's $ is the end of the text only
+        i += 1
+    return "".join(out)
