@@ -1,5 +1,7 @@
 """Conv: im2col (a Numba loop into a scratch buffer made once per plan) then one batched
 GEMM per image through numpy's BLAS; a 1x1 stride-1 unpadded conv is a GEMM on the input as is.
+Depthwise convolutions (one input channel per group, 1-D or 2-D) skip the GEMM, whose
+1-row matrices would waste it: a direct loop over a zero-padded copy of the input.
 
 Every spatial rank (1-D, 2-D, 3-D) runs through the same 3-D loop, lower ranks padded with
 unit dims, so there is one Numba compilation per dtype. The window geometry helpers here
@@ -105,6 +107,52 @@ def _im2col(x, cols, dims, geo):
                             q += ow
 
 
+@numba.njit(cache=True, nogil=True)
+def _depthwise(x, xq, w, y, dims, geo):
+    """Depthwise 2-D conv without im2col. x: (N*C, H, W) flattened; w: (C*mult, kh*kw);
+    y: (N*C*mult, oh, ow) flattened; xq: scratch (N*C, sh, sw, Hq, Wq) flattened, zero
+    where no input lands (the pads), made once per plan.
+
+    The padded input is split into sh*sw phase planes (rows and columns by their remainder
+    modulo the stride), so that every kernel tap reads one plane at a fixed offset: the
+    output, computed over rows of the plane's full width Wq, is then one long contiguous
+    multiply-add per tap, which LLVM vectorizes; the ow valid columns of each row are copied
+    out at the end. Indices are cast to unsigned: Numba then skips negative-index wraparound."""
+    NC, C, H, W, Hq, Wq, oh, ow, mult = dims
+    kh, kw, sh, sw, ph, pw, dh, dw = geo
+    plane = Hq * Wq
+    for nc in range(NC):
+        for r in range(H):
+            R = r + ph
+            for pc in range(sw):
+                c0 = (pc - pw) % sw            # the first input column of this column phase
+                if c0 >= W:
+                    continue
+                dst = ((nc * sh + R % sh) * sw + pc) * plane + (R // sh) * Wq + (c0 + pw) // sw
+                src = (nc * H + r) * W + c0
+                for t in range((W - 1 - c0) // sw + 1):
+                    xq[np.uint64(dst + t)] = x[np.uint64(src + t * sw)]
+    wide = oh * Wq
+    acc = np.empty(wide, y.dtype)
+    for nc in range(NC):
+        c = nc % C
+        for m in range(mult):
+            oc = c * mult + m
+            acc[:] = 0
+            for a in range(kh):
+                ra = a * dh
+                for b in range(kw):
+                    cb = b * dw
+                    wt = w[oc, a * kw + b]
+                    src = ((nc * sh + ra % sh) * sw + cb % sw) * plane + (ra // sh) * Wq + cb // sw
+                    for j in range(wide):
+                        acc[j] += wt * xq[np.uint64(src + j)]
+            out = (nc * mult + m) * oh * ow
+            for i in range(oh):
+                for k in range(ow):
+                    y[np.uint64(out + i * ow + k)] = acc[i * Wq + k]
+
+
 def compute_dtype(dtype):
     """Numba kernels run on float32/float64; float16 data is converted around them."""
     return np.dtype(np.float32) if np.dtype(dtype) == np.float16 else np.dtype(dtype)
@@ -145,8 +193,19 @@ class Conv(Op):
         half = dtype != ctx.inputs[0].dtype
         cg, mg, ksize, p = c // group, m // group, int(np.prod(kernel)), int(np.prod(out))
         pointwise = ksize == 1 and all(s == 1 for s in strides) and not any(begin) and not any(end)
+        depthwise = cg == 1 and group > 1 and len(kernel) <= 2 and not pointwise
         cols = None
-        if not pointwise:
+        if depthwise:
+            k2, s2, b2, d2 = (to_3d(v, f)[1:] for v, f in ((kernel, 1), (strides, 1), (begin, 0), (dilations, 1)))
+            in2, out2 = to_3d(x_shape[2:], 1)[1:], to_3d(out, 1)[1:]
+            # phase planes (see _depthwise) hold every input element and every tap's read,
+            # the last tap's reads running one row on past the last output row
+            planes = [max(-(-(b + n_) // s), o + (k - 1) * d // s + 1)
+                      for b, n_, o, s, k, d in zip(b2, in2, out2, s2, k2, d2)]
+            xp = np.zeros(n * c * s2[0] * s2[1] * planes[0] * planes[1], dtype)
+            dw_dims = (n * c, c, *in2, *planes, *out2, mg)
+            dw_geo = (*k2, *s2, *b2, *d2)
+        elif not pointwise:
             # the scratch buffer the windows are unrolled into, one image at a time
             cols = np.empty(c * ksize * p, dtype)
             cols_mat = cols.reshape(group, cg * ksize, p)
@@ -160,7 +219,10 @@ class Conv(Op):
                 target, y = y, np.empty(y.shape, dtype)
             wg = w.reshape(group, mg, cg * ksize)
             yv = y.reshape(n, group, mg, p)
-            if pointwise:
+            if depthwise:
+                _depthwise(np.ascontiguousarray(x).reshape(-1), xp, w.reshape(m, ksize), y.reshape(-1),
+                           dw_dims, dw_geo)
+            elif pointwise:
                 np.matmul(wg, x.reshape(n, group, cg, p), out=yv)
             else:
                 x = np.ascontiguousarray(x)

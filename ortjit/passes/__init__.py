@@ -1,7 +1,8 @@
 """Graph passes on onnx-ir, run by its PassManager for a configurable number of steps.
 
 Levels follow ONNX Runtime's GraphOptimizationLevel: 0 disables everything, 1 (basic)
-folds constants and removes dead nodes, 2 and above also fuse elementwise chains.
+folds constants, removes dead nodes and folds BatchNormalization into the Conv before it,
+2 and above also move Conv biases into epilogues and fuse elementwise chains.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass, TopologicalSortPass
 
 from .constant_folding import ConstantFoldingPass
+from .conv_folding import ConvBatchNormPass, ConvBiasEpiloguePass
 from .elementwise_fusion import ElementwiseFusionPass
 
 DISABLE_ALL, BASIC, EXTENDED, ALL = 0, 1, 2, 99
@@ -18,9 +20,9 @@ def pipeline(level: int = ALL, steps: int = 10) -> list:
     """The passes for an optimization level, in the order they run within one step."""
     passes = []
     if level >= BASIC:
-        passes += [ConstantFoldingPass(), RemoveUnusedNodesPass()]
+        passes += [ConstantFoldingPass(), RemoveUnusedNodesPass(), ConvBatchNormPass()]
     if level >= EXTENDED:
-        passes += [ElementwiseFusionPass()]
+        passes += [ConvBiasEpiloguePass(), ElementwiseFusionPass()]
     return passes
 
 

@@ -1,0 +1,91 @@
+"""The fast Conv paths and the Conv graph rewrites: depthwise convolution's direct kernel,
+BatchNormalization folded into Conv (or turned into Mul/Add), Conv biases moved into the
+fused epilogue. Each against onnx.reference.ReferenceEvaluator on the unrewritten model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxruntime as ort
+from ortjit.model import CompiledModel
+from tests.util import assert_matches_reference
+
+RNG = np.random.default_rng(7)
+
+
+def rand(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def model(nodes, x_shape, out_shape, inits, opset=17):
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(st.data())
+def test_depthwise_conv_matches_reference(data):
+    rank = data.draw(st.integers(1, 2), "spatial rank")
+    c, mult, n = data.draw(st.integers(2, 9), "channels"), data.draw(st.integers(1, 3), "multiplier"), \
+        data.draw(st.integers(1, 2), "batch")
+    kernel = data.draw(st.lists(st.integers(1, 5), min_size=rank, max_size=rank), "kernel")
+    dil = data.draw(st.lists(st.integers(1, 3), min_size=rank, max_size=rank), "dilations")
+    strides = data.draw(st.lists(st.integers(1, 4), min_size=rank, max_size=rank), "strides")
+    pads = data.draw(st.lists(st.integers(0, 3), min_size=2 * rank, max_size=2 * rank), "pads")
+    size = [data.draw(st.integers(d * (k - 1) + 1, d * (k - 1) + 12)) for k, d in zip(kernel, dil)]
+    x = rand(n, c, *size)
+    inits = {"w": rand(c * mult, 1, *kernel), "b": rand(c * mult)}
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], group=c, dilations=dil, strides=strides, pads=pads)
+    assert_matches_reference(model([node], list(x.shape), None, inits), {"x": x}, rtol=1e-4, atol=1e-5)
+
+
+def resnet_block(bn_first=False):
+    """Conv -> BN -> Relu -> Conv(bias) -> BN -> Add(residual) -> Relu, or (bn_first) the
+    pre-activation order BN -> Relu -> Conv, where the BN has no Conv before it."""
+    c = 8
+    bn = {f"{p}{k}": (RNG.uniform(0.5, 1.5, c) if k in ("s", "v") else RNG.uniform(-0.5, 0.5, c)).astype(np.float32)
+          for p in ("a", "b") for k in ("s", "o", "m", "v")}
+    inits = {"w1": rand(c, c, 3, 3) * 0.3, "w2": rand(c, c, 3, 3) * 0.3, "b2": rand(c), **bn}
+    if bn_first:
+        nodes = [helper.make_node("BatchNormalization", ["x", "as", "ao", "am", "av"], ["t0"], epsilon=1e-3),
+                 helper.make_node("Relu", ["t0"], ["t1"]),
+                 helper.make_node("Conv", ["t1", "w2", "b2"], ["y"], pads=[1, 1, 1, 1])]
+    else:
+        nodes = [helper.make_node("Conv", ["x", "w1"], ["t0"], pads=[1, 1, 1, 1]),
+                 helper.make_node("BatchNormalization", ["t0", "as", "ao", "am", "av"], ["t1"]),
+                 helper.make_node("Relu", ["t1"], ["t2"]),
+                 helper.make_node("Conv", ["t2", "w2", "b2"], ["t3"], pads=[1, 1, 1, 1]),
+                 helper.make_node("BatchNormalization", ["t3", "bs", "bo", "bm", "bv"], ["t4"]),
+                 helper.make_node("Add", ["t4", "x"], ["t5"]),
+                 helper.make_node("Relu", ["t5"], ["y"])]
+    return model(nodes, ["N", c, 10, 10], None, inits)
+
+
+@pytest.mark.parametrize("bn_first", [False, True])
+def test_batchnorm_folding_keeps_results(bn_first):
+    m = resnet_block(bn_first)
+    x = rand(2, 8, 10, 10)
+    assert_matches_reference(m, {"x": x}, rtol=1e-4, atol=1e-5)
+    compiled = CompiledModel(m.SerializeToString())
+    ops = [n.op_type for n in compiled.ir.graph]
+    assert "BatchNormalization" not in ops, ops
+    if not bn_first:  # both BNs folded into the Convs; bias + residual + Relu are one loop after each
+        assert ops == ["Conv", "FusedElementwise", "Conv", "FusedElementwise"], ops
+
+
+def test_batchnorm_is_kept_at_level_zero_and_in_training_mode():
+    m = resnet_block()
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    x = rand(1, 8, 10, 10)
+    plain = ort.InferenceSession(m.SerializeToString(), opts).run(None, {"x": x})[0]
+    optimized = ort.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(optimized, plain, rtol=1e-4, atol=1e-5)
+    # BN parameters fed as graph inputs (overridable initializers) must not be folded
+    m.graph.input.extend([helper.make_tensor_value_info("as", TensorProto.FLOAT, [8])])
+    compiled = CompiledModel(m.SerializeToString())
+    assert "BatchNormalization" in [n.op_type for n in compiled.ir.graph]
