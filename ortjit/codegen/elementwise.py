@@ -62,12 +62,15 @@ class ScalarProgram:
     def uses_float16(self) -> bool:
         return any(np.dtype(s.dtype) == F16 for s in self.steps)
 
-    def body_lines(self, compiled: bool = False) -> list[str]:
-        """One typed assignment per step; `compiled`: for Numba (float16 rounded by F16_ROUND)."""
+    def body_lines(self, compiled: bool = False, rewrite_f32=None) -> list[str]:
+        """One typed assignment per step; `compiled`: for Numba (float16 rounded by F16_ROUND).
+        rewrite_f32: the backend's rewrite of float32 steps' expressions (faster math)."""
         lines = []
         for s in self.steps:
             expr = s.op.expr(s.ctx, s.args)
             dtype = np.dtype(s.dtype)
+            if rewrite_f32 is not None and dtype == np.float32:
+                expr = rewrite_f32(expr)
             if dtype == F16:  # rounded to float16, held as float32 (see the module doc)
                 lines.append(f"{s.out} = {F16_ROUND}({expr})" if compiled else
                              f"{s.out} = np.float32(np.float16({expr}))")
@@ -99,13 +102,14 @@ def collapse(out_shape: tuple, in_shapes: list[tuple]) -> tuple[tuple, list[tupl
     return tuple(dims), ins
 
 
-def render_loop_body(program: ScalarProgram, in_shapes: list[tuple], rank: int, indent: str) -> list[str]:
+def render_loop_body(program: ScalarProgram, in_shapes: list[tuple], rank: int, indent: str,
+                     rewrite_f32=None) -> list[str]:
     idx = [f"i{k}" for k in range(rank)]
     lines = []
     for name, var, shape in zip([f"in{j}" for j in range(len(program.inputs))], program.inputs, in_shapes):
         sub = ", ".join(idx[k] if shape[k] != 1 else "0" for k in range(rank))
         lines.append(f"{var} = {name}[{sub}]")
-    lines += program.body_lines(compiled=True)
+    lines += program.body_lines(compiled=True, rewrite_f32=rewrite_f32)
     sub = ", ".join(idx)
     for j, var in enumerate(program.outputs):
         lines.append(f"out{j}[{sub}] = {var}")

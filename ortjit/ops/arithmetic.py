@@ -63,6 +63,11 @@ class Pow(Elementwise):
     def expr(self, ctx, a):
         if all(np.dtype(i.dtype).kind in "iu" for i in ctx.inputs[:2]):
             return f"{a[0]} ** {a[1]}"
+        e = ctx.inputs[1]
+        if e.static and e.size == 1 and np.dtype(ctx.inputs[0].dtype).kind == "f" and float(e.value.flat[0]) in (2.0, 3.0):
+            # a constant square or cube (GELU's x ** 3) as products: pow is a scalar libm
+            # call that keeps the loop from vectorizing
+            return " * ".join([a[0]] * int(e.value.flat[0]))
         # np.power, not **: Numba's float ** negative int raises ZeroDivisionError for 0.0
         return f"np.power({a[0]}, {a[1]})"
 

@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from ... import codecache
+from . import vmath
 from ..elementwise import F16, F16_ROUND, ScalarProgram, collapse, render_loop_body
 
 # Generated loops run serially unless ORTJIT_PARALLEL_MIN_ELEMENTS says from which size
@@ -42,8 +43,13 @@ def {F16_ROUND}(x):
 
 def render_elementwise(program: ScalarProgram, out_rank: int, in_shapes: list[tuple], parallel: bool) -> str:
     args = ", ".join([f"in{j}" for j in range(len(program.inputs))] + [f"out{j}" for j in range(len(program.outputs))])
-    header = HEADER + (F16_HELPER if program.uses_float16() else "")
-    lines = [header + f"@numba.njit(cache=True, nogil=True, parallel={parallel}, error_model='numpy')",
+    used = []
+
+    def rewrite(expr):   # float32 exp/tanh/erf as vectorizable code (see vmath.py)
+        expr, changed = vmath.vectorize(expr)
+        used.append(changed)
+        return expr
+    lines = [f"@numba.njit(cache=True, nogil=True, parallel={parallel}, error_model='numpy')",
              f"def kernel({args}):"]
     for k in range(out_rank):
         lines.append(f"    n{k} = out0.shape[{k}]")
@@ -52,8 +58,9 @@ def render_elementwise(program: ScalarProgram, out_rank: int, in_shapes: list[tu
         rng = "numba.prange" if parallel and k == 0 else "range"
         lines.append(f"{indent}for i{k} in {rng}(n{k}):")
         indent += "    "
-    lines += render_loop_body(program, in_shapes, out_rank, indent)
-    return "\n".join(lines) + "\n"
+    lines += render_loop_body(program, in_shapes, out_rank, indent, rewrite)
+    header = HEADER + (F16_HELPER if program.uses_float16() else "") + (vmath.SOURCE if any(used) else "")
+    return header + "\n".join(lines) + "\n"
 
 
 class ElementwiseKernel:
