@@ -89,3 +89,48 @@ def test_batchnorm_is_kept_at_level_zero_and_in_training_mode():
     m.graph.input.extend([helper.make_tensor_value_info("as", TensorProto.FLOAT, [8])])
     compiled = CompiledModel(m.SerializeToString())
     assert "BatchNormalization" in [n.op_type for n in compiled.ir.graph]
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(st.data())
+def test_winograd_conv_matches_reference(data):
+    """3x3 stride-1 convolutions big enough for the Winograd path (ortjit/ops/winograd.py):
+    odd and even output sizes (cropped edge tiles), any pads, with and without bias, the
+    weight a constant or fed at run time, float32 and float64."""
+    from ortjit.ops import winograd
+    n, c, m = data.draw(st.integers(1, 2), "batch"), data.draw(st.integers(16, 20), "C"), \
+        data.draw(st.integers(16, 20), "M")
+    pads = data.draw(st.lists(st.integers(0, 2), min_size=4, max_size=4), "pads")
+    h, w = data.draw(st.integers(18, 25), "H"), data.draw(st.integers(18, 25), "W")
+    out = [h + pads[0] + pads[2] - 2, w + pads[1] + pads[3] - 2]
+    assert winograd.worthwhile(n, c, m, out)
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]), "dtype")
+    bias, fed_weight = data.draw(st.booleans(), "bias"), data.draw(st.booleans(), "weight fed at run time")
+    x = rand(n, c, h, w).astype(dtype)
+    inits = {"w": (rand(m, c, 3, 3) / np.sqrt(9 * c)).astype(dtype)}
+    if bias:
+        inits["b"] = rand(m).astype(dtype)
+    tt = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
+    node = helper.make_node("Conv", ["x", "w"] + (["b"] if bias else []), ["y"], pads=pads)
+    inputs = [helper.make_tensor_value_info("x", tt, list(x.shape))]
+    feed = {"x": x}
+    if fed_weight:
+        inputs.append(helper.make_tensor_value_info("w", tt, list(inits["w"].shape)))
+        feed["w"] = inits.pop("w")
+    graph = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("y", tt, None)],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m_ = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert_matches_reference(m_, feed, rtol=1e-4, atol=1e-5)
+
+
+def test_winograd_weight_fed_at_run_time_is_used_on_every_call():
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 16, 16]),
+                                            helper.make_tensor_value_info("w", TensorProto.FLOAT, [16, 16, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    sess = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    x, w = rand(1, 16, 16, 16), rand(16, 16, 3, 3)
+    y1 = sess.run(None, {"x": x, "w": w})[0]
+    w *= 2   # the same buffer, new values
+    y2 = sess.run(None, {"x": x, "w": w})[0]
+    np.testing.assert_allclose(y2, 2 * y1, rtol=1e-5, atol=1e-5)

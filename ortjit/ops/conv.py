@@ -1,7 +1,8 @@
 """Conv: im2col (a Numba loop into a scratch buffer made once per plan) then one batched
 GEMM per image through numpy's BLAS; a 1x1 stride-1 unpadded conv is a GEMM on the input as is.
 Depthwise convolutions (one input channel per group, 1-D or 2-D) skip the GEMM, whose
-1-row matrices would waste it: a direct loop over a zero-padded copy of the input.
+1-row matrices would waste it: a direct loop over a zero-padded copy of the input. 3x3
+stride-1 convolutions with enough channels and tiles use Winograd's F(2x2, 3x3) (winograd.py).
 
 Every spatial rank (1-D, 2-D, 3-D) runs through the same 3-D loop, lower ranks padded with
 unit dims, so there is one Numba compilation per dtype. The window geometry helpers here
@@ -17,6 +18,7 @@ import numpy as np
 
 from ..errors import NotImplemented
 from .base import Info, Op, is_narrow_float, widen_kernel, widened_context
+from . import winograd
 from .registry import register
 
 _AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
@@ -194,6 +196,14 @@ class Conv(Op):
         cg, mg, ksize, p = c // group, m // group, int(np.prod(kernel)), int(np.prod(out))
         pointwise = ksize == 1 and all(s == 1 for s in strides) and not any(begin) and not any(end)
         depthwise = cg == 1 and group > 1 and len(kernel) <= 2 and not pointwise
+        if kernel == [3, 3] and strides == [1, 1] and dilations == [1, 1] and group == 1 and not half and \
+                winograd.worthwhile(n, c, m, out):
+            w_info = ctx.inputs[1]
+            wino = winograd.make(n, c, *x_shape[2:], m, out, begin, dtype, w_info.value if w_info.static else None)
+
+            def run_winograd(x, w, *rest):
+                wino(x, w, rest[0] if len(rest) == 2 else None, rest[-1])
+            return run_winograd
         cols = None
         if depthwise:
             k2, s2, b2, d2 = (to_3d(v, f)[1:] for v, f in ((kernel, 1), (strides, 1), (begin, 0), (dilations, 1)))
