@@ -16,6 +16,8 @@ of the direct sum's (the tests compare with onnx.reference at rtol 1e-4).
 """
 from __future__ import annotations
 
+import os
+
 import numba
 import numpy as np
 
@@ -31,15 +33,16 @@ def transform_weights(w: np.ndarray, dtype) -> np.ndarray:
 @numba.njit(cache=True, nogil=True)
 def _input_tiles(x, xp, v, dims):
     """x: (N, C, H, W) flattened; xp: (N, C, Hp, Wp) scratch, zero outside the input;
-    v: (16, C, N * th * tw) flattened. Unsigned indices: no negative-index wraparound."""
-    N, C, H, W, Hp, Wp, ph, pw, th, tw = dims
+    v: 16 planes of (C, N * th * tw), `plane` elements apart. Unsigned indices: no
+    negative-index wraparound."""
+    N, C, H, W, Hp, Wp, ph, pw, th, tw, plane = dims
     for nc in range(N * C):
         for r in range(H):
             src, dst = np.uint64((nc * H + r) * W), np.uint64((nc * Hp + r + ph) * Wp + pw)
             for k in range(W):
                 xp[dst + np.uint64(k)] = x[src + np.uint64(k)]
     T = N * th * tw
-    plane = np.uint64(C * T)
+    plane = np.uint64(plane)
     for n in range(N):
         for c in range(C):
             base = (n * C + c) * Hp * Wp
@@ -83,11 +86,11 @@ def _input_tiles(x, xp, v, dims):
 
 @numba.njit(cache=True, nogil=True)
 def _output_tiles(m, bias, y, dims):
-    """m: (16, M, N * th * tw) flattened GEMM results; bias: (M,) (zeros when the node has
-    none); y: (N, M, oh, ow) flattened."""
-    N, M, oh, ow, th, tw = dims
+    """m: the GEMM results, 16 planes of (M, N * th * tw), `plane` elements apart; bias:
+    (M,) (zeros when the node has none); y: (N, M, oh, ow) flattened."""
+    N, M, oh, ow, th, tw, plane = dims
     T = N * th * tw
-    plane = np.uint64(M * T)
+    plane = np.uint64(plane)
     for n in range(N):
         for o in range(M):
             b = bias[o]
@@ -114,12 +117,33 @@ def _output_tiles(m, bias, y, dims):
                             y[p + np.uint64(ow + 1)] = t1 - t2 - t3 + b
 
 
+# ORTJIT_WINOGRAD=0 turns it off (every 3x3 convolution then runs as im2col + GEMM)
+ENABLED = os.environ.get("ORTJIT_WINOGRAD", "1") != "0"
+
+
 def worthwhile(n: int, c: int, m: int, out: list) -> bool:
-    """Whether Winograd beats im2col + GEMM here: its 16 GEMMs have as many columns as there
-    are tiles, and below a few dozen BLAS runs far from its peak (and reading the 16/9
-    larger transformed weights dominates); few channels leave too little work per tile."""
+    """Whether Winograd beats im2col + GEMM, from measurements on this 2-core AVX-512 machine
+    (/tmp-style microbenchmarks of both on ResNet/VGG/DenseNet layer shapes): its 16 GEMMs
+    have only C as their inner dimension and its transforms cost per channel, so it wins
+    from 128 input channels (0.7-0.8x the time at 256 and 512), and on large images where
+    im2col's buffer (9 C H W floats) outgrows the caches by far (0.77x for 64 channels at
+    224x224); at 64 channels of 56x56 it lost (1.1x), at 16 channels clearly (1.5x)."""
     tiles = n * -(-out[0] // 2) * -(-out[1] // 2)
-    return tiles >= 64 and c >= 16 and m >= 16
+    im2col_bytes = 9 * c * out[0] * out[1] * 4
+    return ENABLED and ((c >= 128 and m >= 32 and tiles >= 16) or (c >= 32 and im2col_bytes > 32 << 20))
+
+
+def _planes(rows: int, cols: int, dtype):
+    """16 (rows, cols) matrices in one buffer, returned as (flat buffer, (16, rows, cols)
+    view, plane stride). The planes start 256 bytes apart modulo 4 KiB: the transforms
+    touch all 16 at once, and 16 streams a multiple of 4 KiB apart collide in the same L1
+    sets (measured: the input transform of a 64-channel 56x56 image took 2.7 ms, 0.6 ms
+    with this spacing)."""
+    itemsize = np.dtype(dtype).itemsize
+    plane = -(-rows * cols * itemsize // 4096) * 4096 // itemsize + 256 // itemsize
+    flat = np.zeros(16 * plane, dtype)
+    view = np.lib.stride_tricks.as_strided(flat, (16, rows, cols), (plane * itemsize, cols * itemsize, itemsize))
+    return flat, view, plane
 
 
 def make(n, c, h, w_in, m, out, begin, dtype, static_w=None):
@@ -127,19 +151,19 @@ def make(n, c, h, w_in, m, out, begin, dtype, static_w=None):
     case) is transformed here, once; a weight fed at run time, at every call."""
     oh, ow = out
     th, tw = -(-oh // 2), -(-ow // 2)
+    tiles = n * th * tw
     hp, wp = max(2 * th + 2, begin[0] + h), max(2 * tw + 2, begin[1] + w_in)
     xp = np.zeros(n * c * hp * wp, dtype)
-    v = np.empty(16 * c * n * th * tw, dtype)
-    mm = np.empty((16, m, n * th * tw), dtype)
+    v, v_mats, v_plane = _planes(c, tiles, dtype)
+    mm, mm_mats, mm_plane = _planes(m, tiles, dtype)
     zeros = np.zeros(m, dtype)
-    in_dims = (n, c, h, w_in, hp, wp, begin[0], begin[1], th, tw)
-    out_dims = (n, m, oh, ow, th, tw)
+    in_dims = (n, c, h, w_in, hp, wp, begin[0], begin[1], th, tw, v_plane)
+    out_dims = (n, m, oh, ow, th, tw, mm_plane)
     fixed_u = None if static_w is None else transform_weights(static_w, dtype)
 
     def run(x, w, bias, y):
         u = fixed_u if fixed_u is not None else transform_weights(w, dtype)
         _input_tiles(np.ascontiguousarray(x, dtype).reshape(-1), xp, v, in_dims)
-        np.matmul(u, v.reshape(16, c, -1), out=mm)
-        _output_tiles(mm.reshape(-1), zeros if bias is None else bias.astype(dtype, copy=False), y.reshape(-1),
-                      out_dims)
+        np.matmul(u, v_mats, out=mm_mats)
+        _output_tiles(mm, zeros if bias is None else bias.astype(dtype, copy=False), y.reshape(-1), out_dims)
     return run
