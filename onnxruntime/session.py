@@ -103,12 +103,18 @@ class InferenceSession(Session):
             output_names = list(output_names)
             for n in output_names:
                 self._sess.output_index(n)
-        stop = run_options._terminate.is_set if run_options is not None else None
-        if stop is not None and stop():
-            from ortjit.errors import Fail
-            raise Fail("Exiting due to terminate flag being set to true.")
-        feed = {k: (v.numpy() if isinstance(v, OrtValue) else v) for k, v in input_feed.items()} \
-            if isinstance(input_feed, dict) else input_feed
+        stop = None
+        if run_options is not None:
+            stop = run_options._terminate.is_set
+            if stop():
+                from ortjit.errors import Fail
+                raise Fail("Exiting due to terminate flag being set to true.")
+        feed = input_feed
+        if isinstance(input_feed, dict):
+            for v in input_feed.values():
+                if isinstance(v, OrtValue):  # copy the feed only when it holds OrtValues
+                    feed = {k: (v.numpy() if isinstance(v, OrtValue) else v) for k, v in input_feed.items()}
+                    break
         if self._profile is None:
             return self._sess.run(feed, output_names, stop=stop)
         t0 = time.perf_counter()

@@ -44,8 +44,29 @@ class Plan:
     arena_bytes: int = 0
     build_seconds: float = 0.0
     stats: dict = field(default_factory=dict)
+    runner_source: str = field(default="", repr=False, compare=False)
+    _runner: object = field(default=None, repr=False, compare=False)
 
     def run(self, inputs: list, stop=None, profile=None) -> list:
+        if stop is not None or profile is not None or len(inputs) != len(self.input_slots):
+            return self._run_checked(inputs, stop, profile)
+        runner = self._runner if self._runner is not None else self._make_runner()
+        return runner(inputs)
+
+    def _make_runner(self):
+        """The plan as one generated Python function (as TorchInductor's wrapper code): the
+        kernel calls in order with the values in local variables, so that a run pays for no
+        per-step bookkeeping. Its source is self.runner_source (shown with ORTJIT_SHOW_CODE)."""
+        source, namespace = _render_runner(self)
+        exec(compile(source, f"<ortjit plan runner {id(self):x}>", "exec"), namespace)
+        self.runner_source = source
+        self._runner = namespace["run"]
+        if config.showing_code():
+            config.emit(source)
+        return self._runner
+
+    def _run_checked(self, inputs: list, stop, profile) -> list:
+        """run() with a terminate flag checked before each step and / or per-step timings."""
         vals = self.template.copy()
         for slot, x in zip(self.input_slots, inputs):
             vals[slot] = x
@@ -70,8 +91,7 @@ class Plan:
             except OrtjitError:
                 raise
             except Exception as e:
-                raise RuntimeException(f"Non-zero status code returned while running {step.op_type} node. "
-                                       f"Name:'{step.name}' Status Message: {type(e).__name__}: {e}") from e
+                raise _failed(step, e) from e
             if profile is not None:
                 profile.append((step, t0, time.perf_counter()))
         outs = []
@@ -88,6 +108,72 @@ class Plan:
             kname = getattr(s.fn, "name", getattr(s.fn, "__name__", type(s.fn).__name__))
             lines.append(f"  {s.op_type:<20} {s.name:<30} -> {shapes}  [{kname}]")
         return "\n".join(lines)
+
+
+def _render_runner(plan: Plan) -> tuple[str, dict]:
+    """Source and namespace of run(inputs) -> outputs for a plan. Slot k lives in local v{k}
+    once fed or returned by a step; constants and preallocated buffers are globals c{k};
+    step k's kernel is f{k}. Outputs allocated per run are allocated first; a graph output
+    that a return-mode kernel makes anew on every call (it says so with fn.fresh_outputs =
+    True) is handed out as is when no other step reads it, it is not fed and it is not
+    returned twice: nothing else can hold its memory. Other arrays are copied out."""
+    ns = {"_empty": np.empty, "_ndarray": np.ndarray, "_tuple": tuple, "_isinstance": isinstance,
+          "_OrtjitError": OrtjitError, "_failed": _failed, "_steps": plan.steps}
+    local: set = set()
+
+    def ref(slot):
+        if slot is None:
+            return "None"
+        if slot in local:
+            return f"v{slot}"
+        ns[f"c{slot}"] = plan.template[slot]
+        return f"c{slot}"
+
+    lines = ["def run(inputs):"]
+    if plan.input_slots:
+        lines.append(f"    {', '.join(f'v{k}' for k in plan.input_slots)}, = inputs")
+        local.update(plan.input_slots)
+    for slot, fresh, info in zip(plan.output_slots, plan.output_fresh, plan.out_infos):
+        if fresh:
+            ns[f"shape{slot}"], ns[f"dtype{slot}"] = info.shape, info.dtype
+            lines.append(f"    v{slot} = _empty(shape{slot}, dtype{slot})")
+            local.add(slot)
+    lines += ["    s = 0", "    try:"]
+    for k, step in enumerate(plan.steps):
+        ns[f"f{k}"] = step.fn
+        args = [ref(i) for i in step.ins]
+        lines.append(f"        s = {k}  # {ascii(step.op_type)} {ascii(step.name)}")  # ascii: no line breaks
+        if step.mode == "write":
+            lines.append(f"        f{k}({', '.join(args + [ref(o) for o in step.outs])})")
+            continue
+        if len(step.outs) == 1:
+            v = f"v{step.outs[0]}"
+            lines += [f"        {v} = f{k}({', '.join(args)})",
+                      f"        if _isinstance({v}, _tuple):",
+                      f"            {v} = {v}[0]"]
+        else:
+            lines.append(f"        {', '.join(f'v{o}' for o in step.outs)}, = f{k}({', '.join(args)})")
+        local.update(step.outs)
+    if not plan.steps:
+        lines.append("        pass")
+    lines += ["    except _OrtjitError:", "        raise", "    except Exception as e:",
+              "        raise _failed(_steps[s], e) from e"]
+    read = {i for step in plan.steps for i in step.ins}
+    made = {o for step in plan.steps if step.mode == "return" and getattr(step.fn, "fresh_outputs", False)
+            for o in step.outs}
+    outs = []
+    for slot, fresh in zip(plan.output_slots, plan.output_fresh):
+        owned = fresh or (slot in made and slot not in read and slot not in plan.input_slots
+                          and plan.output_slots.count(slot) == 1)
+        v = ref(slot)
+        outs.append(v if owned else f"({v}.copy() if _isinstance({v}, _ndarray) else {v})")
+    lines.append(f"    return [{', '.join(outs)}]")
+    return "\n".join(lines) + "\n", ns
+
+
+def _failed(step, e) -> RuntimeException:
+    return RuntimeException(f"Non-zero status code returned while running {step.op_type} node. "
+                            f"Name:'{step.name}' Status Message: {type(e).__name__}: {e}")
 
 
 class _Slots:

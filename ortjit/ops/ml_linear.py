@@ -10,7 +10,13 @@ from ONNX Runtime, ONNX Runtime wins:
   * one score per row otherwise: only PROBIT is applied (ONNX Runtime skips the others).
 Where ONNX Runtime's result is undefined (PROBIT on a binary model, a row of zeros in
 SOFTMAX_ZERO, no class labels with several classes) we do what onnx.reference does.
+
+Scores, labels and the post transform of a batch come from one Numba call (_classify):
+at batch 1 a chain of numpy calls costs several times the arithmetic. The transforms have
+two forms that agree to float32 rounding: TRANSFORMS (numpy, for other ops) and
+post_rows (Numba, in place, by TRANSFORM_CODES).
 """
+import numba
 import numpy as np
 
 from .base import Info, Op
@@ -43,8 +49,43 @@ def _weights(ctx, n_features: int, n_targets: int | None = None):
     return np.ascontiguousarray(coef.reshape(n_targets, n_features).T), intercepts
 
 
-def _linear(x, n, f, coef_t, intercepts):
-    return x.reshape(n, f).astype(np.float32, copy=False) @ coef_t + intercepts
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _raw_row(x, r, coef, intercepts, out):
+    """out[r, j] = x[r] . coef[j] + intercepts[j], in float32 as a float32 GEMM (the sum's
+    order is free, so that it vectorizes)."""
+    for j in range(coef.shape[0]):
+        acc = np.float32(0)
+        for c in range(coef.shape[1]):
+            acc += np.float32(x[r, c]) * coef[j, c]
+        out[r, j] = acc + intercepts[j]
+
+
+@numba.njit(cache=True, nogil=True)
+def linear_scores(x, coef, intercepts, out):
+    """out (rows, targets) float32 = x (rows, features) @ coef.T + intercepts."""
+    for r in range(x.shape[0]):
+        _raw_row(x, r, coef, intercepts, out)
+
+
+@numba.njit(cache=True, nogil=True)
+def argmax_row(s, r):
+    """np.argmax of row r of s: the first largest value, or the first NaN."""
+    best = 0
+    v = s[r, 0]
+    for j in range(1, s.shape[1]):
+        if v == v and not s[r, j] <= v:
+            best, v = j, s[r, j]
+    return best
+
+
+@numba.njit(cache=True, nogil=True)
+def _classify(x, coef, intercepts, transform, label_ids, labels, z):
+    """Multiclass: the raw scores into z, the label of each row's best raw score into
+    labels, then the post transform of z in place."""
+    for r in range(x.shape[0]):
+        _raw_row(x, r, coef, intercepts, z)
+        labels[r] = label_ids[argmax_row(z, r)]
+    post_rows(z, transform)
 
 
 def _logistic(s):
@@ -80,6 +121,55 @@ def _probit(s):
 
 TRANSFORMS = {"NONE": lambda s: s, "LOGISTIC": _logistic, "SOFTMAX": _softmax,
               "SOFTMAX_ZERO": _softmax_zero, "PROBIT": _probit}
+TRANSFORM_CODES = {"NONE": 0, "LOGISTIC": 1, "SOFTMAX": 2, "SOFTMAX_ZERO": 3, "PROBIT": 4}
+
+_F = np.float32
+
+
+@numba.njit(cache=True, nogil=True)
+def _probit_one(s):
+    x = _F(2) * s - _F(1)
+    sign = _F(-1) if x < 0 else _F(1)
+    log = np.log((_F(1) - x) * (_F(1) + x))
+    v = _F(2 / (np.pi * 0.147)) + _F(0.5) * log
+    v3 = -v + np.sqrt(v * v - _F(1 / 0.147) * log)
+    return _F(1.41421356) * sign * np.sqrt(v3)
+
+
+@numba.njit(cache=True, nogil=True)
+def post_rows(z, transform):
+    """TRANSFORMS[name] of a float32 (rows, columns) array, in place; transform is
+    TRANSFORM_CODES[name]. float32 arithmetic, as the numpy forms."""
+    n, k = z.shape
+    if transform == 1:
+        for r in range(n):
+            for j in range(k):
+                z[r, j] = _F(1) / (_F(1) + np.exp(-z[r, j]))
+    elif transform == 4:
+        for r in range(n):
+            for j in range(k):
+                z[r, j] = _probit_one(z[r, j])
+    elif (transform == 2 or transform == 3) and k > 0:
+        for r in range(n):
+            top = z[r, 0]
+            for j in range(1, k):
+                top = max(top, z[r, j])
+            total = _F(0)
+            if transform == 2:
+                for j in range(k):
+                    z[r, j] = np.exp(z[r, j] - top)
+                    total += z[r, j]
+                for j in range(k):
+                    z[r, j] = z[r, j] / total
+            else:  # SOFTMAX_ZERO: (near-)zero scores stay (near) zero; a row of zeros is 0.5 each
+                for j in range(k):
+                    if abs(z[r, j]) > _F(1e-7):
+                        z[r, j] = np.exp(z[r, j] - top)
+                        total += z[r, j]
+                    else:
+                        z[r, j] = z[r, j] * np.exp(-top)
+                for j in range(k):
+                    z[r, j] = _F(0.5) if total == 0 else z[r, j] / total
 
 
 def _transform(ctx):
@@ -116,13 +206,19 @@ class LinearClassifier(Op):
     def kernel(self, ctx):
         n, f, coef_t, intercepts, labels, strings = self.setup(ctx)
         transform = _transform(ctx)
-        post = TRANSFORMS[transform]
-        if coef_t.shape[1] > 1:
-            names = labels if labels is not None else np.arange(coef_t.shape[1], dtype=np.int64)
+        coef = np.ascontiguousarray(coef_t.T)
+        rows = _rows_of(ctx.inputs[0], n, f)
+        if coef.shape[0] > 1:
+            names = labels if labels is not None else np.arange(coef.shape[0], dtype=np.int64)
+            by_id = names.dtype == object   # string labels: Numba picks the index, numpy the label
+            label_ids = np.arange(len(names), dtype=np.int64) if by_id else names
+            code = TRANSFORM_CODES[transform]
 
             def multiclass(x):
-                raw = _linear(x, n, f, coef_t, intercepts)
-                return names[np.argmax(raw, axis=1)], post(raw).astype(np.float32, copy=False)
+                label, z = np.empty(n, np.int64), np.empty((n, coef.shape[0]), np.float32)
+                _classify(rows(x), coef, intercepts, code, label_ids, label, z)
+                return (names[label] if by_id else label), z
+            multiclass.fresh_outputs = True   # new arrays every call (see Plan)
             return multiclass
 
         # one score per row: positive when it is > 0
@@ -133,7 +229,8 @@ class LinearClassifier(Op):
             two_labels = False
 
         def binary(x):
-            s = _linear(x, n, f, coef_t, intercepts)
+            s = np.empty((n, 1), np.float32)
+            linear_scores(rows(x), coef, intercepts, s)
             label = names[(s[:, 0] > 0).astype(np.intp)]
             if two_labels:
                 s = _probit(np.concatenate([-s, s], axis=1)) if transform == "PROBIT" else \
@@ -141,7 +238,17 @@ class LinearClassifier(Op):
             elif transform == "PROBIT":
                 s = _probit(s)
             return label, s
+        binary.fresh_outputs = True
         return binary
+
+
+def _rows_of(x_info, n, f):
+    """fn(x) -> x as (rows, features) for the Numba kernels (float16 as float32: exact)."""
+    if np.dtype(x_info.dtype) == np.float16:
+        return lambda x: x.reshape(n, f).astype(np.float32)
+    if len(x_info.shape) == 2:
+        return lambda x: x
+    return lambda x: x.reshape(n, f)
 
 
 @register("LinearRegressor", domain=ML)
@@ -159,8 +266,12 @@ class LinearRegressor(Op):
         n, f, coef_t, intercepts = self.setup(ctx)
         transform = _transform(ctx)
         # as in ONNX Runtime, a single target only takes PROBIT
-        post = TRANSFORMS[transform] if coef_t.shape[1] > 1 or transform == "PROBIT" else TRANSFORMS["NONE"]
+        code = TRANSFORM_CODES[transform] if coef_t.shape[1] > 1 or transform == "PROBIT" else 0
+        coef = np.ascontiguousarray(coef_t.T)
+        rows = _rows_of(ctx.inputs[0], n, f)
 
         def linear_regressor(x, out):
-            out[...] = post(_linear(x, n, f, coef_t, intercepts))
+            y = out.reshape(n, coef.shape[0])
+            linear_scores(rows(x), coef, intercepts, y)
+            post_rows(y, code)
         return linear_regressor

@@ -3,8 +3,17 @@ and 3, trees addressed by (tree id, node id)) and TreeEnsemble (opset 5, trees a
 by position, leaves in their own arrays).
 
 Every form is compiled once per plan into one flat forest (node arrays, with the leaves'
-weights in a CSR table) that one Numba loop walks for every row and tree. Comparisons
-and sums run in float64: exact for float32 thresholds and inputs.
+weights in a CSR table). Comparisons and sums run in float64: exact for float32
+thresholds and inputs. Unless a node tests set membership, the forest is walked without
+branches (see Walk): BLOCK trees at a time step down one level together, each taking
+nodes[node, 1 + went_true], until the deepest of them is at its leaf (leaves lead to
+themselves). The walks of a block are independent, so the CPU overlaps them instead of
+stalling on one mispredicted comparison after another; every index the walk follows is
+checked when the plan is built (features, children, depths: a cycle fails there). The
+same Numba call finishes the scores (averages, base values, argmax labels, post
+transform): at batch 1 a chain of numpy calls would cost more than the trees. Measured on
+the benchmark's scikit-learn forests (100 trees of depth 10; 300 of depth 3), 1000 rows:
+about 6.4 and 4.9 ms walked node by node with branches, 2.1 and 1.9 ms this way.
 
 Results follow ONNX Runtime where onnx.reference differs: targets no leaf wrote are 0
 (also for MIN / MAX), base values are added only when there is one per target, a single
@@ -19,7 +28,7 @@ import numba
 import numpy as np
 
 from .base import Info, Op
-from .ml_linear import TRANSFORMS, _batch, _probit
+from .ml_linear import TRANSFORM_CODES, TRANSFORMS, _batch, _probit, post_rows
 from .registry import register
 
 ML = "ai.onnx.ml"
@@ -97,6 +106,131 @@ def _walk(x, roots, mode, feature, threshold, true_next, false_next, missing_tru
                     scores[r, j] = max(scores[r, j], w)
                 has[r, j] = True
     return True
+
+
+# ---- the branch-free walk (forests without set membership)
+
+BLOCK = 16   # trees walked together, at most (measured: 8 was 10-20% slower, 32 no faster)
+# go the true way when one of the tests whose bit is set holds: bit 0 value < threshold,
+# 1 value == threshold, 2 value > threshold, 3 the value is NaN, 4 value != threshold
+RULES = {0: 0b00011, 1: 0b00001, 2: 0b00110, 3: 0b00100, 4: 0b00010, 5: 0b10000}
+MISSING_TRUE = 0b01000
+
+
+@dataclass
+class Walk:
+    blocks: np.ndarray      # int64 (blocks, 1 + up to BLOCK): levels to walk (the deepest tree's),
+                            # then the roots; the last block padded with the idle leaf
+    nodes: np.ndarray       # int32 (nodes, 4): feature, false child, true child, RULES bits;
+                            # a leaf's children are itself (and its feature 0)
+    threshold: np.ndarray   # float64 per node
+    leq: bool               # every branch is BRANCH_LEQ or _LT (then made LEQ), NaN going the false way
+    leaf_start: np.ndarray  # the Forest's, for one more node: the idle leaf, with no weights
+    leaf_target: np.ndarray
+    leaf_weight: np.ndarray
+
+    def args(self) -> tuple:
+        return (self.blocks, self.nodes, self.threshold, self.leq, self.leaf_start, self.leaf_target,
+                self.leaf_weight)
+
+
+def _depths(roots, nodes, leaf):
+    """Levels from each root to its deepest leaf, all trees a level at a time; None when a
+    walk can take more levels than there are nodes: the branches form a cycle. (numpy, not
+    Numba: about a level's worth of small calls per level, and no compile at start-up.)"""
+    n = leaf.shape[0]
+    depth = np.zeros(len(roots), np.int64)
+    at, tree = roots.astype(np.int64), np.arange(len(roots))
+    level = 0
+    while True:
+        going = ~leaf[at]
+        at, tree = at[going], tree[going]
+        if at.size == 0:
+            return depth
+        level += 1
+        if level > n:
+            return None
+        depth[tree] = level
+        pairs = np.unique(np.concatenate([tree * n + nodes[at, 1], tree * n + nodes[at, 2]]))
+        tree, at = np.divmod(pairs, n)
+
+
+def _walk_of(ctx, forest: Forest) -> Walk | None:
+    """The branch-free form of a forest (None if a node tests set membership); fails on a cycle."""
+    n = forest.mode.shape[0]
+    mode = np.append(forest.mode, LEAF)        # node n: the idle leaf that pads the last block
+    leaf = mode == LEAF
+    missing = np.append(forest.missing_true, False)
+    itself = np.arange(n + 1)
+    nodes = np.zeros((n + 1, 4), np.int32)
+    nodes[:, 0] = np.where(leaf, 0, np.append(forest.feature, 0))
+    nodes[:, 1] = np.where(leaf, itself, np.append(forest.false_next, n))
+    nodes[:, 2] = np.where(leaf, itself, np.append(forest.true_next, n))
+    for m, bits in RULES.items():
+        nodes[mode == m, 3] = bits
+    nodes[~leaf & missing, 3] |= MISSING_TRUE
+    depths = _depths(forest.roots, nodes, leaf)
+    if depths is None:
+        raise ctx.fail("the trees' branches form a cycle")
+    if np.any(mode == MEMBER):
+        return None
+    threshold = np.append(np.where(leaf[:n], 0.0, forest.threshold), 0.0)
+    leq = bool(np.all((mode[~leaf] <= 1) & ~missing[~leaf]))
+    if leq:
+        # BRANCH_LT is BRANCH_LEQ on the next float64 below the threshold (none lies
+        # between; a NaN passes neither; below -inf nothing passes, as against a NaN)
+        lt = mode == 1
+        below = np.nextafter(threshold[lt], -np.inf)
+        threshold[lt] = np.where(threshold[lt] == -np.inf, np.nan, below)
+    n_trees = len(forest.roots)
+    count = -(-n_trees // BLOCK)
+    width = -(-n_trees // count)   # blocks as even as can be: the idle leaf pads the last one
+    roots = np.full(count * width, n, np.int64)
+    roots[:n_trees] = forest.roots
+    depth = np.zeros(count * width, np.int64)
+    depth[:n_trees] = depths
+    blocks = np.concatenate([depth.reshape(count, width).max(axis=1)[:, None], roots.reshape(count, width)], axis=1)
+    return Walk(np.ascontiguousarray(blocks), nodes, threshold, leq,
+                np.append(forest.leaf_start, forest.leaf_start[-1]), forest.leaf_target, forest.leaf_weight)
+
+
+@numba.njit(cache=True, nogil=True)
+def _walk_blocks(x, blocks, nodes, threshold, leq, leaf_start, leaf_target, leaf_weight, aggregate, scores, has):
+    """_walk's results for a forest without set membership (see Walk). Block by block, so
+    that a block's nodes stay in cache over the rows; each row still adds its trees in
+    their order. (As one function with a loop over the block's trees: compiled in about a
+    third of the time of helpers unrolled per tree, and as fast.)"""
+    width = blocks.shape[1] - 1
+    at = np.empty(width, np.int64)
+    for b in range(blocks.shape[0]):
+        for r in range(x.shape[0]):
+            for k in range(width):
+                at[k] = blocks[b, 1 + k]
+            for _ in range(blocks[b, 0]):
+                for k in range(width):
+                    i = at[k]
+                    v = x[r, nodes[i, 0]]
+                    if leq:
+                        at[k] = nodes[i, 1 + np.int64(v <= threshold[i])]
+                    else:
+                        th = threshold[i]
+                        bits = np.int64(nodes[i, 3])
+                        go = (bits & np.int64(v < th)) | ((bits >> 1) & np.int64(v == th)) \
+                            | ((bits >> 2) & np.int64(v > th)) | ((bits >> 3) & np.int64(v != v)) \
+                            | ((bits >> 4) & np.int64(v != th))
+                        at[k] = nodes[i, 1 + (go & 1)]
+            for k in range(width):
+                i = at[k]
+                for q in range(leaf_start[i], leaf_start[i + 1]):
+                    j = leaf_target[q]
+                    w = leaf_weight[q]
+                    if aggregate <= 1 or not has[r, j]:
+                        scores[r, j] = scores[r, j] + w if aggregate <= 1 else w
+                    elif aggregate == 2:
+                        scores[r, j] = min(scores[r, j], w)
+                    else:
+                        scores[r, j] = max(scores[r, j], w)
+                    has[r, j] = True
 
 
 def _floats(ctx, name, required=False):
@@ -271,36 +405,113 @@ def _rows(ctx) -> tuple[int, int]:
     return _batch(ctx)
 
 
-def _scorer(ctx, forest: Forest, n_targets: int, aggregate: int):
-    """fn(x) -> (scores, has) float64 / bool arrays (rows, targets) for one plan's input shape."""
-    n, f = _rows(ctx)
-    used = forest.feature[forest.mode != LEAF]
-    bad = used[(used < 0) | (used >= f)]
-    if bad.size:
-        raise ctx.fail(f"a node reads feature {int(bad[0])}, outside the input's {f} features")
-    arrays = (forest.roots, forest.mode, forest.feature, forest.threshold, forest.true_next, forest.false_next,
-              forest.missing_true, forest.set_start, forest.set_values, forest.leaf_start, forest.leaf_target,
-              forest.leaf_weight)
+class Trees:
+    """A forest ready for one plan's input shape: `walk` (its branch-free form, or None when
+    a node tests set membership), `rows(x)` (the input as the kernels take it) and
+    `scores(x)` -> (scores, has), float64 / bool arrays (rows, targets)."""
 
-    def score(x):
-        rows = np.ascontiguousarray(x.reshape(n, f), dtype=np.float64)
-        scores, has = np.zeros((n, n_targets)), np.zeros((n, n_targets), bool)
-        if not _walk(rows, *arrays, aggregate, scores, has):
-            raise ctx.fail("the trees' branches form a cycle")
+    def __init__(self, ctx, forest: Forest, n_targets: int, aggregate: int):
+        self.n, f = _rows(ctx)
+        used = forest.feature[forest.mode != LEAF]
+        bad = used[(used < 0) | (used >= f)]
+        if bad.size:
+            raise ctx.fail(f"a node reads feature {int(bad[0])}, outside the input's {f} features")
+        self.shape, self.n_targets, self.aggregate = (self.n, f), n_targets, aggregate
+        self.ctx, self.forest = ctx, forest
+        self.half = np.dtype(ctx.inputs[0].dtype) == np.float16   # Numba has no float16: as float32, exactly
+        self.walk = _walk_of(ctx, forest)
+
+    def rows(self, x):
+        rows = x.reshape(self.shape)
+        return rows.astype(np.float32) if self.half else rows
+
+    def scores(self, x):
+        scores, has = np.zeros((self.n, self.n_targets)), np.zeros((self.n, self.n_targets), bool)
+        if self.walk is not None:
+            _walk_blocks(self.rows(x), *self.walk.args(), self.aggregate, scores, has)
+            return scores, has
+        fo = self.forest
+        if not _walk(np.ascontiguousarray(x.reshape(self.shape), dtype=np.float64), fo.roots, fo.mode, fo.feature,
+                     fo.threshold, fo.true_next, fo.false_next, fo.missing_true, fo.set_start, fo.set_values,
+                     fo.leaf_start, fo.leaf_target, fo.leaf_weight, self.aggregate, scores, has):
+            raise self.ctx.fail("the trees' branches form a cycle")
         return scores, has
-    return score
 
 
-def _regression(scores, has, aggregate: str, n_trees: int, base, transform: str):
-    scores = np.where(has, scores, 0.0)
-    if aggregate == "AVERAGE":
-        scores /= n_trees
-    if base is not None and len(base) == scores.shape[1]:
-        scores += base
-    scores = scores.astype(np.float32)
-    if scores.shape[1] > 1 or transform == "PROBIT":
-        scores = TRANSFORMS[transform](scores)
-    return scores
+@numba.njit(cache=True, nogil=True)
+def _finish_regression(scores, has, divisor, base, transform, z):
+    """z = float32(scores, 0 where no leaf wrote, / divisor if > 0, + base if given), then
+    the post transform (TRANSFORM_CODES; 0 for none) in place."""
+    for r in range(scores.shape[0]):
+        for j in range(scores.shape[1]):
+            v = scores[r, j] if has[r, j] else 0.0
+            if divisor > 0:
+                v /= divisor
+            if base.shape[0]:
+                v += base[j]
+            z[r, j] = np.float32(v)
+    post_rows(z, transform)
+
+
+@numba.njit(cache=True, nogil=True)
+def _finish_classes(scores, has, base, transform, label_ids, labels, z):
+    """Three or more classes: labels[r] = label_ids of the best class among those a leaf
+    (or a base value) scored (np.argmax's choice: the first largest, or the first NaN);
+    z = float32(scores + base), then the post transform in place."""
+    for r in range(scores.shape[0]):
+        best, top = 0, -np.inf
+        for j in range(scores.shape[1]):
+            v = scores[r, j]
+            scored = has[r, j]
+            if base.shape[0]:
+                v += base[j]
+                scored = True
+            z[r, j] = np.float32(v)
+            c = v if scored else -np.inf
+            if j == 0:
+                top = c
+            elif top == top and not c <= top:
+                best, top = j, c
+        labels[r] = label_ids[best]
+    post_rows(z, transform)
+
+
+@numba.njit(cache=True, nogil=True)
+def _walk_regression(x, blocks, nodes, threshold, leq, leaf_start, leaf_target, leaf_weight, aggregate, divisor,
+                     base, transform, z):
+    """_walk_blocks then _finish_regression, in one call."""
+    scores, has = np.zeros(z.shape), np.zeros(z.shape, np.bool_)
+    _walk_blocks(x, blocks, nodes, threshold, leq, leaf_start, leaf_target, leaf_weight, aggregate, scores, has)
+    _finish_regression(scores, has, divisor, base, transform, z)
+
+
+@numba.njit(cache=True, nogil=True)
+def _walk_classes(x, blocks, nodes, threshold, leq, leaf_start, leaf_target, leaf_weight, base, transform,
+                  label_ids, labels, z):
+    """_walk_blocks (summing) then _finish_classes, in one call."""
+    scores, has = np.zeros(z.shape), np.zeros(z.shape, np.bool_)
+    _walk_blocks(x, blocks, nodes, threshold, leq, leaf_start, leaf_target, leaf_weight, 1, scores, has)
+    _finish_classes(scores, has, base, transform, label_ids, labels, z)
+
+
+def _regression(trees: Trees, aggregate: str, n_trees: int, base, transform: str, out_dtype):
+    """fn(x, y): the regressors' scores into y (float32, or the input's float type for TreeEnsemble)."""
+    n, n_targets = trees.n, trees.n_targets
+    base = np.asarray(base, np.float64) if base is not None and len(base) == n_targets else np.zeros(0)
+    code = TRANSFORM_CODES[transform] if n_targets > 1 or transform == "PROBIT" else 0
+    divisor = float(n_trees) if aggregate == "AVERAGE" else 0.0
+    direct = np.dtype(out_dtype) == F32
+    walk = None if trees.walk is None else trees.walk.args()
+
+    def regression(x, y):
+        z = y.reshape(n, n_targets) if direct else np.empty((n, n_targets), np.float32)
+        if walk is not None:
+            _walk_regression(trees.rows(x), *walk, trees.aggregate, divisor, base, code, z)
+        else:
+            _finish_regression(*trees.scores(x), divisor, base, code, z)
+        if not direct:
+            y[...] = z.reshape(y.shape)
+    return regression
 
 
 def _transform_name(ctx, name):
@@ -334,11 +545,8 @@ class TreeEnsembleRegressor(Op):
         forest, n_trees, n_targets, aggregate = self.setup(ctx)
         transform = _transform_name(ctx, ctx.attr("post_transform", "NONE"))
         base = _floats(ctx, "base_values")
-        score = _scorer(ctx, forest, n_targets, AGGREGATES.index(aggregate))
-
-        def tree_ensemble_regressor(x, y):
-            y[...] = _regression(*score(x), aggregate, n_trees, base, transform)
-        return tree_ensemble_regressor
+        trees = Trees(ctx, forest, n_targets, AGGREGATES.index(aggregate))
+        return _regression(trees, aggregate, n_trees, base, transform, F32)
 
 
 @register("TreeEnsemble", domain=ML, since=5)
@@ -358,12 +566,9 @@ class TreeEnsemble(Op):
         if not 0 <= aggregate < len(AGGREGATES) or not 0 <= transform < len(TRANSFORMS_V5):
             raise ctx.fail(f"aggregate_function {aggregate} or post_transform {transform} is not defined")
         forest = _forest_v5(ctx, n_targets)
-        score = _scorer(ctx, forest, n_targets, aggregate)
-        n_trees = len(forest.roots)
-
-        def tree_ensemble(x, y):
-            y[...] = _regression(*score(x), AGGREGATES[aggregate], n_trees, None, TRANSFORMS_V5[transform])
-        return tree_ensemble
+        trees = Trees(ctx, forest, n_targets, aggregate)
+        return _regression(trees, AGGREGATES[aggregate], len(forest.roots), None, TRANSFORMS_V5[transform],
+                           ctx.inputs[0].dtype)
 
 
 def class_labels(ctx, ints_name):
@@ -411,20 +616,31 @@ class TreeEnsembleClassifier(Op):
         weights = _floats(ctx, "class_weights")
         binary_case = k == 2 and len(np.unique(class_ids)) == 1
         all_positive = bool(np.all(weights >= 0))
-        score = _scorer(ctx, forest, k, 1)
+        trees = Trees(ctx, forest, k, 1)
         post = TRANSFORMS[transform]
 
-        def tree_ensemble_classifier(x):
-            scores, has = score(x)
-            if k > 2:
-                if len(base):
-                    scores, has = scores + base, np.ones_like(has)
-                # the best class among those a leaf (or a base value) scored
-                best = np.argmax(np.where(has, scores, -np.inf), axis=1)
-                return labels[best], post(scores.astype(np.float32))
-            winner, z = _binary(scores, has, base, binary_case, all_positive, transform, post)
+        if k > 2:
+            by_id = labels.dtype == object   # string labels: Numba picks the index, numpy the label
+            label_ids = np.arange(k, dtype=np.int64) if by_id else labels
+            code = TRANSFORM_CODES[transform]
+            n = trees.n
+            walk = None if trees.walk is None else trees.walk.args()
+
+            def tree_ensemble_classifier(x):
+                label, z = np.empty(n, np.int64), np.empty((n, k), np.float32)
+                if walk is not None:
+                    _walk_classes(trees.rows(x), *walk, base, code, label_ids, label, z)
+                else:
+                    _finish_classes(*trees.scores(x), base, code, label_ids, label, z)
+                return (labels[label] if by_id else label), z
+            tree_ensemble_classifier.fresh_outputs = True   # new arrays every call (see Plan)
+            return tree_ensemble_classifier
+
+        def binary_tree_ensemble_classifier(x):
+            winner, z = _binary(*trees.scores(x), base, binary_case, all_positive, transform, post)
             return labels[winner], z
-        return tree_ensemble_classifier
+        binary_tree_ensemble_classifier.fresh_outputs = True
+        return binary_tree_ensemble_classifier
 
 
 def _binary(scores, has, base, binary_case, all_positive, transform, post):
