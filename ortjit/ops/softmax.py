@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import codecache
 from .base import Info, Op, is_narrow_float, normalize_axis
 from .registry import register
 
@@ -45,9 +46,65 @@ class _AlongAxis(Op):
         return run
 
 
+# Softmax over contiguous rows (the last axis) as one generated kernel: the row max with 16
+# independent lanes (a plain running max is a dependency chain LLVM will not vectorize, for
+# NaN's sake), then exp and its sum in one pass, then one scaling pass. numpy's five passes
+# reduce a (outer, n, 1) view slowly: measured on (1024, 128) float32, 283 us against 143.
+# float32 uses the vectorizable exp (ortjit/codegen/cpu/vmath.py). A NaN anywhere in a row
+# makes its sum NaN, so the whole row is NaN, as with numpy.
+_ROWS_SOURCE = """
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={{"reassoc", "contract"}})
+def kernel(x, y):
+    rows, n = x.shape
+    acc = np.empty(16, x.dtype)
+    for r in range(rows):
+        xr = x[r]
+        yr = y[r]
+        acc[:] = xr[0]
+        n16 = n - n % 16
+        for j in range(0, n16, 16):
+            for lane in range(16):
+                v = xr[j + lane]
+                acc[lane] = v if v > acc[lane] else acc[lane]
+        m = acc[0]
+        for lane in range(1, 16):
+            m = acc[lane] if acc[lane] > m else m
+        for j in range(n16, n):
+            m = xr[j] if xr[j] > m else m
+        s = {zero}
+        for j in range(n):
+            e = {exp}(xr[j] - m)
+            yr[j] = e
+            s += e
+        inv = {one} / s
+        for j in range(n):
+            yr[j] *= inv
+"""
+
+
+def _rows_kernel(dtype):
+    from ..codegen.cpu import HEADER, vmath
+    f32 = dtype == np.float32
+    body = _ROWS_SOURCE.format(exp="_vexp" if f32 else "np.exp", zero="np.float32(0.0)" if f32 else "0.0",
+                              one="np.float32(1.0)" if f32 else "1.0")
+    return codecache.load(f"softmax_rows_{dtype.name}", HEADER + (vmath.SOURCE if f32 else "") + body)
+
+
 @register("Softmax")
 class Softmax(_AlongAxis):
     needs_scratch = False
+
+    def kernel(self, ctx):
+        outer, n, inner = self._view(ctx)
+        dtype = np.dtype(ctx.inputs[0].dtype)
+        if inner != 1 or n == 0 or dtype not in (np.float32, np.float64):
+            return super().kernel(ctx)
+        rows = _rows_kernel(dtype)
+
+        def run(x, y):
+            if y.size:
+                rows(np.ascontiguousarray(x).reshape(outer, n), y.reshape(outer, n))
+        return run
 
     @staticmethod
     def compute(x, y, stat, scratch):
