@@ -41,6 +41,28 @@ def _normalize_rows(x, y, mean, inv_std, n, eps):
         inv_std[r] = inv
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _layer_norm_rows(x, y, scale, bias, mean, inv_std, n, eps):
+    """_normalize_rows with LayerNormalization's scale and bias (n values each) applied in
+    the same pass, instead of two more numpy passes over y."""
+    for r in range(mean.size):
+        base = np.uint64(r * n)
+        s = 0.0
+        for j in range(np.uint64(n)):
+            s += x[base + j]
+        m = s / n
+        v = 0.0
+        for j in range(np.uint64(n)):
+            d = x[base + j] - m
+            v += d * d
+        inv = 1.0 / np.sqrt(v / n + eps)
+        mf, invf = x.dtype.type(m), x.dtype.type(inv)
+        for j in range(np.uint64(n)):
+            y[base + j] = (x[base + j] - mf) * invf * scale[j] + bias[j]
+        mean[r] = m
+        inv_std[r] = inv
+
+
 def _rows_normalizer(rows, n, dtype, eps):
     """A function normalizing x viewed as (rows, n) into y; returns (mean, inv_std) buffers,
     which are allocated once here and overwritten by every call."""
@@ -223,7 +245,25 @@ class LayerNormalization(Op):
     def kernel(self, ctx):
         x, axis = self._split(ctx)
         rows, n = int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:]))
-        normalize = _rows_normalizer(rows, n, x.dtype, float(ctx.attr("epsilon", 1e-5)))
+        eps = float(ctx.attr("epsilon", 1e-5))
+        normalize = _rows_normalizer(rows, n, x.dtype, eps)
+        bias_info = ctx.input(2)
+        if np.dtype(x.dtype) in (np.float32, np.float64) and ctx.inputs[1].size == n and \
+                all(i is None or (i.size == n and i.dtype == x.dtype) for i in (ctx.inputs[1], bias_info)):
+            # scale and bias with one value per normalized element: all in one kernel
+            mean, inv_std = np.empty(rows), np.empty(rows)
+            no_bias = np.zeros(n, x.dtype)
+
+            def fused(x, scale, *rest):
+                bias, outs = (rest[0], rest[1:]) if len(ctx.inputs) > 2 else (None, rest)
+                _layer_norm_rows(np.ascontiguousarray(x).reshape(-1), outs[0].reshape(-1),
+                                 np.ascontiguousarray(scale).reshape(-1),
+                                 no_bias if bias is None else np.ascontiguousarray(bias).reshape(-1),
+                                 mean, inv_std, n, eps)
+                for o, v in zip(outs[1:], (mean, inv_std)):
+                    if o is not None:
+                        o.reshape(-1)[...] = v
+            return fused
 
         def run(x, scale, *rest):
             # (x, scale, y...), or (x, scale, bias, y...) where bias may be None
