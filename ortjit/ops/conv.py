@@ -147,12 +147,14 @@ def _depthwise(x, xq, w, y, dims, geo):
                     cb = b * dw
                     wt = w[oc, a * kw + b]
                     src = ((nc * sh + ra % sh) * sw + cb % sw) * plane + (ra // sh) * Wq + cb // sw
+                    xs = xq[src:src + wide]   # a view: the loop indexes from 0, no wraparound checks
                     for j in range(wide):
-                        acc[j] += wt * xq[np.uint64(src + j)]
+                        acc[j] += wt * xs[j]
             out = (nc * mult + m) * oh * ow
             for i in range(oh):
+                ys, accs = y[out + i * ow:out + (i + 1) * ow], acc[i * Wq:i * Wq + ow]
                 for k in range(ow):
-                    y[np.uint64(out + i * ow + k)] = acc[i * Wq + k]
+                    ys[k] = accs[k]
 
 
 def compute_dtype(dtype):
