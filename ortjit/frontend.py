@@ -65,14 +65,68 @@ def _has_external_data(proto: onnx.ModelProto) -> bool:
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
 
 
+# Initializers above this many bytes go to shape inference as type-only stubs: onnx's
+# inference serializes the model and parses it back, which held three copies of VGG-19's
+# 548 MB of weights at once (peak RSS 2.9 GB for a session). Shapes and constant inputs
+# that inference reads (Reshape targets, Slice bounds) are far smaller.
+_INFER_WITHOUT_DATA_BYTES = 1 << 16
+
+
+def _data_bytes(t: onnx.TensorProto) -> int:
+    return len(t.raw_data) + 8 * (len(t.float_data) + len(t.int32_data) + len(t.int64_data) +
+                                  len(t.double_data) + len(t.uint64_data) + len(t.string_data))
+
+
+def _copy_fields(src, dst, skip: str) -> None:
+    """Copy every set field of message src into dst but one (protobuf has no such call)."""
+    for field, value in src.ListFields():
+        if field.name == skip:
+            continue
+        if field.is_repeated:
+            getattr(dst, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(dst, field.name).CopyFrom(value)
+        else:
+            setattr(dst, field.name, value)
+
+
+def _without_big_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of proto whose large initializers keep name, type and dims but no data."""
+    graph = proto.graph
+    if not any(_data_bytes(t) > _INFER_WITHOUT_DATA_BYTES for t in graph.initializer):
+        return proto
+    light = onnx.ModelProto()
+    _copy_fields(proto, light, skip="graph")
+    _copy_fields(graph, light.graph, skip="initializer")
+    for t in graph.initializer:
+        if _data_bytes(t) > _INFER_WITHOUT_DATA_BYTES:
+            light.graph.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
+        else:
+            light.graph.initializer.add().CopyFrom(t)
+    return light
+
+
 def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """onnx's shape inference is the first source of shapes; a failure there is an invalid graph."""
+    """onnx's shape inference is the first source of shapes; a failure there is an invalid
+    graph. Returns proto itself, with the inferred value types added (its outputs and
+    subgraphs too); the model as declared must be read before (graph_specs)."""
+    light = _without_big_weights(proto)
     try:
-        return onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
     except onnx.shape_inference.InferenceError as e:
         raise InvalidGraph(f"This is an invalid model. Shape inference failed: {e}") from None
     except Exception:  # shape inference can trip on custom domains; keep the model as given
         return proto
+    if light is proto:
+        return inferred
+    graph, done = proto.graph, inferred.graph
+    del graph.value_info[:]
+    graph.value_info.extend(done.value_info)
+    for out, new in zip(graph.output, done.output):
+        out.CopyFrom(new)
+    del graph.node[:]   # nodes: their subgraphs' inferred types (initializers hold the weights)
+    graph.node.extend(done.node)
+    return proto
 
 
 def value_spec(vi: onnx.ValueInfoProto) -> ValueSpec:
@@ -133,6 +187,47 @@ def to_ir(proto: onnx.ModelProto) -> ir.Model:
         raise InvalidGraph(f"This is an invalid model. Inlining its functions failed: {e}") from None
     proto = _without_map_types(proto)
     try:
-        return ir.serde.deserialize_model(proto)
+        model = ir.serde.deserialize_model(proto)
     except Exception as e:
         raise InvalidGraph(f"This is an invalid model: {e}") from None
+    _own_weights(model)
+    return model
+
+
+# numpy types whose protobuf bytes numpy reads as they are (narrow floats and strings stay
+# proto-backed: they are small or rare)
+_PLAIN = {ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16, ir.DataType.INT8, ir.DataType.UINT8,
+          ir.DataType.INT16, ir.DataType.UINT16, ir.DataType.INT32, ir.DataType.UINT32, ir.DataType.INT64,
+          ir.DataType.UINT64, ir.DataType.BOOL}
+
+
+def _own_weights(model: ir.Model) -> None:
+    """Every tensor of the model detached from the ModelProto, so that it can be freed: a
+    tensor read through the proto keeps the whole proto's memory alive (protobuf frees a
+    message's arena as one block), and a plan's weights were a second copy of the proto's
+    bytes (VGG-19: 548 MB twice). Large plain-typed initializers become numpy-backed
+    tensors (the one copy), other tensors standalone copies of their TensorProto."""
+    def detach(t, large_ok):
+        if not isinstance(t, ir.serde.TensorProtoTensor):
+            return t
+        if large_ok and t.dtype in _PLAIN and t.nbytes > (1 << 16) and t._proto.HasField("raw_data"):
+            return ir.Tensor(t.numpy(), name=t.name)
+        alone = onnx.TensorProto()
+        alone.CopyFrom(t._proto)
+        return ir.serde.TensorProtoTensor(alone)
+
+    graphs = [model.graph]
+    while graphs:
+        graph = graphs.pop()
+        for v in graph.initializers.values():
+            v.const_value = detach(v.const_value, True)
+        for node in graph:
+            for attr in node.attributes.values():
+                if attr.type == ir.AttributeType.TENSOR:
+                    node.attributes[attr.name] = ir.AttrTensor(attr.name, detach(attr.value, False))
+                elif attr.type == ir.AttributeType.TENSORS:
+                    node.attributes[attr.name] = ir.AttrTensors(attr.name, [detach(t, False) for t in attr.value])
+                elif attr.type == ir.AttributeType.GRAPH:
+                    graphs.append(attr.value)
+                elif attr.type == ir.AttributeType.GRAPHS:
+                    graphs.extend(attr.value)

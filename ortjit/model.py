@@ -21,7 +21,11 @@ class CompiledModel:
         proto = frontend.read_proto(model)
         if free_dimension_overrides:
             proto = _override_free_dims(proto, free_dimension_overrides)
-        declared, proto = proto, frontend.infer_shapes(proto)
+        declared = onnx.ModelProto()
+        declared.graph.input.extend(proto.graph.input)    # what graph_specs reads of the model as given
+        declared.graph.output.extend(proto.graph.output)
+        declared.graph.initializer.extend(onnx.TensorProto(name=t.name) for t in proto.graph.initializer)
+        proto = frontend.infer_shapes(proto)
         self.inputs, self.overridable, self.outputs = frontend.graph_specs(declared, proto)
         self.metadata = {"producer_name": proto.producer_name, "graph_name": proto.graph.name,
                          "domain": proto.domain, "description": proto.doc_string,

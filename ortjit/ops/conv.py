@@ -20,6 +20,7 @@ from ..errors import NotImplemented
 from .base import Info, Op, is_narrow_float, widen_kernel, widened_context
 from . import winograd
 from .registry import register
+from .scratch import scratch
 
 _AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 
@@ -206,7 +207,6 @@ class Conv(Op):
             def run_winograd(x, w, *rest):
                 wino(x, w, rest[0] if len(rest) == 2 else None, rest[-1])
             return run_winograd
-        cols = None
         if depthwise:
             k2, s2, b2, d2 = (to_3d(v, f)[1:] for v, f in ((kernel, 1), (strides, 1), (begin, 0), (dilations, 1)))
             in2, out2 = to_3d(x_shape[2:], 1)[1:], to_3d(out, 1)[1:]
@@ -218,9 +218,7 @@ class Conv(Op):
             dw_dims = (n * c, c, *in2, *planes, *out2, mg)
             dw_geo = (*k2, *s2, *b2, *d2)
         elif not pointwise:
-            # the scratch buffer the windows are unrolled into, one image at a time
-            cols = np.empty(c * ksize * p, dtype)
-            cols_mat = cols.reshape(group, cg * ksize, p)
+            # the windows are unrolled into a scratch buffer, one image at a time
             dims = (c, *to_3d(x_shape[2:], 1), *to_3d(out, 1))
             geo = (*to_3d(kernel, 1), *to_3d(strides, 1), *to_3d(begin, 0), *to_3d(dilations, 1))
 
@@ -238,6 +236,8 @@ class Conv(Op):
                 np.matmul(wg, x.reshape(n, group, cg, p), out=yv)
             else:
                 x = np.ascontiguousarray(x)
+                cols = scratch("im2col", c * ksize * p, dtype)
+                cols_mat = cols.reshape(group, cg * ksize, p)
                 for i in range(n):
                     _im2col(x[i].reshape(-1), cols, dims, geo)
                     np.matmul(wg, cols_mat, out=yv[i])

@@ -9,7 +9,7 @@ a 2.25x cut in the arithmetic that dominates CNNs such as VGG, ResNet and DenseN
     M[k] = U[k] @ V[k]   16 GEMMs (M x C) @ (C x tiles), through numpy's BLAS, all images at once
     Y = A^T m A      per output tile: 4x4 -> 2x2 (only adds), plus the bias
 
-Tiles run over the zero-padded input (a scratch made once per plan, its border kept zero);
+Tiles run over the zero-padded input (shared scratch, zeroed on each call);
 the last row and column of tiles may stick out past the output and are cropped. The
 transforms' coefficients are 0, +-1 and +-1/2, so float32 results stay within a few ulp
 of the direct sum's (the tests compare with onnx.reference at rtol 1e-4).
@@ -21,13 +21,20 @@ import os
 import numba
 import numpy as np
 
+from .scratch import scratch
+
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
 
 def transform_weights(w: np.ndarray, dtype) -> np.ndarray:
-    """(M, C, 3, 3) -> U (16, M, C), computed in float64."""
-    u = np.einsum("ai,mcij,bj->abmc", _G, w.astype(np.float64), _G)
-    return np.ascontiguousarray(u.reshape(16, w.shape[0], w.shape[1]), dtype)
+    """(M, C, 3, 3) -> U (16, M, C), in dtype (the coefficients are halves: exact but for the
+    sums' rounding), one output channel at a time: no full-size temporaries at plan build."""
+    m, c = w.shape[:2]
+    u = np.empty((4, 4, m, c), dtype)
+    g = _G.astype(dtype)
+    for o in range(m):
+        u[:, :, o, :] = np.einsum("ai,cij,bj->abc", g, w[o].astype(dtype, copy=False), g)
+    return u.reshape(16, m, c)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -133,15 +140,15 @@ def worthwhile(n: int, c: int, m: int, out: list) -> bool:
     return ENABLED and ((c >= 128 and m >= 32 and tiles >= 16) or (c >= 32 and im2col_bytes > 32 << 20))
 
 
-def _planes(rows: int, cols: int, dtype):
-    """16 (rows, cols) matrices in one buffer, returned as (flat buffer, (16, rows, cols)
-    view, plane stride). The planes start 256 bytes apart modulo 4 KiB: the transforms
-    touch all 16 at once, and 16 streams a multiple of 4 KiB apart collide in the same L1
-    sets (measured: the input transform of a 64-channel 56x56 image took 2.7 ms, 0.6 ms
-    with this spacing)."""
+def _planes(name: str, rows: int, cols: int, dtype):
+    """16 (rows, cols) matrices in one scratch buffer (ortjit/ops/scratch.py), returned as
+    (flat buffer, (16, rows, cols) view, plane stride). The planes start 256 bytes apart
+    modulo 4 KiB: the transforms touch all 16 at once, and 16 streams a multiple of 4 KiB
+    apart collide in the same L1 sets (measured: the input transform of a 64-channel 56x56
+    image took 2.7 ms, 0.6 ms with this spacing)."""
     itemsize = np.dtype(dtype).itemsize
     plane = -(-rows * cols * itemsize // 4096) * 4096 // itemsize + 256 // itemsize
-    flat = np.zeros(16 * plane, dtype)
+    flat = scratch(name, 16 * plane, dtype)
     view = np.lib.stride_tricks.as_strided(flat, (16, rows, cols), (plane * itemsize, cols * itemsize, itemsize))
     return flat, view, plane
 
@@ -153,17 +160,18 @@ def make(n, c, h, w_in, m, out, begin, dtype, static_w=None):
     th, tw = -(-oh // 2), -(-ow // 2)
     tiles = n * th * tw
     hp, wp = max(2 * th + 2, begin[0] + h), max(2 * tw + 2, begin[1] + w_in)
-    xp = np.zeros(n * c * hp * wp, dtype)
-    v, v_mats, v_plane = _planes(c, tiles, dtype)
-    mm, mm_mats, mm_plane = _planes(m, tiles, dtype)
     zeros = np.zeros(m, dtype)
-    in_dims = (n, c, h, w_in, hp, wp, begin[0], begin[1], th, tw, v_plane)
-    out_dims = (n, m, oh, ow, th, tw, mm_plane)
     fixed_u = None if static_w is None else transform_weights(static_w, dtype)
 
     def run(x, w, bias, y):
         u = fixed_u if fixed_u is not None else transform_weights(w, dtype)
-        _input_tiles(np.ascontiguousarray(x, dtype).reshape(-1), xp, v, in_dims)
+        xp = scratch("winograd_padded", n * c * hp * wp, dtype)
+        xp.fill(0)   # shared scratch: the pads must be zeroed on every call
+        v, v_mats, v_plane = _planes("winograd_tiles", c, tiles, dtype)
+        mm, mm_mats, mm_plane = _planes("winograd_products", m, tiles, dtype)
+        _input_tiles(np.ascontiguousarray(x, dtype).reshape(-1), xp, v,
+                     (n, c, h, w_in, hp, wp, begin[0], begin[1], th, tw, v_plane))
         np.matmul(u, v_mats, out=mm_mats)
-        _output_tiles(mm, zeros if bias is None else bias.astype(dtype, copy=False), y.reshape(-1), out_dims)
+        _output_tiles(mm, zeros if bias is None else bias.astype(dtype, copy=False), y.reshape(-1),
+                      (n, m, oh, ow, th, tw, mm_plane))
     return run
