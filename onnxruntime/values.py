@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ortjit.dtypes import ONNX_TYPE_NAMES, to_onnx
+from ortjit.dtypes import ONNX_TYPE_NAMES, to_numpy, to_onnx
+from ortjit.errors import InvalidArgument
 
 
 class OrtValue:
@@ -23,7 +24,17 @@ class OrtValue:
 
     @classmethod
     def ortvalue_from_numpy_with_onnx_type(cls, data, onnx_element_type: int):
-        return cls(np.ascontiguousarray(data))
+        """data's bytes seen as the ONNX element type (no copy), as ONNX Runtime does: for
+        types numpy lacks, e.g. bfloat16 held in a uint16 array. The sizes must match."""
+        data = np.ascontiguousarray(data)
+        try:
+            dtype = to_numpy(int(onnx_element_type))
+        except Exception:
+            raise InvalidArgument(f"Unsupported ONNX element type {onnx_element_type}") from None
+        if dtype.itemsize != data.dtype.itemsize:
+            raise InvalidArgument(f"The numpy array's element size ({data.dtype.itemsize} bytes, {data.dtype}) "
+                                  f"differs from ONNX element type {onnx_element_type}'s ({dtype.itemsize} bytes)")
+        return cls(data.view(dtype))
 
     def numpy(self):
         return self._value

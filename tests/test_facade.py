@@ -254,3 +254,16 @@ def test_backend_api():
     z, s = rep.run([x, b])
     np.testing.assert_allclose(z, _ref(x, b)[0])
     np.testing.assert_allclose(backend.run(m, [x, b])[0], z)
+
+
+def test_ortvalue_from_numpy_with_onnx_type_reinterprets_the_bytes():
+    """As in ONNX Runtime: the array's bytes seen as the given element type, no copy; for
+    types numpy lacks (bfloat16 held as uint16) and only when the element sizes agree."""
+    import ml_dtypes
+    bits = np.array([0x3F80, 0x4000, 0xC040], np.uint16)   # 1, 2, -3 in bfloat16
+    value = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(bits, onnx.TensorProto.BFLOAT16)
+    assert value.data_type() == "tensor(bfloat16)"
+    np.testing.assert_array_equal(value.numpy().astype(np.float32), [1, 2, -3])
+    assert value.numpy().dtype == ml_dtypes.bfloat16
+    with pytest.raises(InvalidArgument, match="element size"):
+        ort.OrtValue.ortvalue_from_numpy_with_onnx_type(np.zeros(2, np.float32), onnx.TensorProto.BFLOAT16)
