@@ -40,6 +40,7 @@ class CompiledModel:
         self._overridable_names = {s.name for s in self.overridable}
         self._output_index = {s.name: k for k, s in enumerate(self.outputs)}
         self._lock = threading.Lock()
+        self._per_thread = threading.local()
         self._fed: dict = {}  # plan key of a validated feed -> (plan, graph-order input names or None: as fed)
         # the entry of _fed last run: its plan is the cache's most recent, as only plan_for
         # (which clears this) can evict or touch another plan outside run's fast path
@@ -74,7 +75,17 @@ class CompiledModel:
         if self.num_threads and getattr(_threads, "n", 0) != self.num_threads:
             numba.set_num_threads(self.num_threads)
             _threads.n = self.num_threads
-        results = plan.run(ordered, stop=stop, profile=profile)
+        if plan.busy.acquire(blocking=False):
+            try:
+                results = plan.run(ordered, stop=stop, profile=profile)
+            finally:
+                plan.busy.release()
+        else:
+            # another thread is running this plan, whose buffers hold its intermediates:
+            # this thread runs a plan of its own for the same shapes
+            arrays = self.validate_feed(feed)
+            ordered = [arrays[v.name] for v in self.ir.graph.inputs if v.name in arrays]
+            results = self._own_plan(arrays).run(ordered, stop=stop, profile=profile)
         if output_names is None:
             return results
         return [results[self.output_index(n)] for n in output_names]
@@ -103,6 +114,20 @@ class CompiledModel:
                 self._fed.clear()
             order = tuple(v.name for v in self.ir.graph.inputs if v.name in arrays)
             self._fed[key] = (plan, None if order == tuple(arrays) else order)
+        return plan
+
+    def _own_plan(self, arrays: dict):
+        """This thread's plan for these shapes, for runs concurrent with another thread's."""
+        plans = getattr(self._per_thread, "plans", None)
+        if plans is None:
+            plans = self._per_thread.plans = PlanCache(self.plans.capacity)
+        key = _feed_key(arrays)
+        plan = plans.get(key)
+        if plan is None:
+            infos = {n: subgraph.value_info(a) for n, a in arrays.items()}
+            overridden = frozenset(n for n in arrays if n in self._overridable_names)
+            plan = build_plan(self.ir.graph, self.ir.opset_imports, infos, overridden)
+            plans.put(key, plan)
         return plan
 
     def validate_feed(self, feed: dict) -> dict:

@@ -9,6 +9,7 @@ only the outputs it returns.
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ class Plan:
     arena_bytes: int = 0
     build_seconds: float = 0.0
     stats: dict = field(default_factory=dict)
+    # held while a run uses the plan's buffers; a concurrent run uses another plan (model.py)
+    busy: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     runner_source: str = field(default="", repr=False, compare=False)
     _runner: object = field(default=None, repr=False, compare=False)
 

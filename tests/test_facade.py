@@ -267,3 +267,34 @@ def test_ortvalue_from_numpy_with_onnx_type_reinterprets_the_bytes():
     assert value.numpy().dtype == ml_dtypes.bfloat16
     with pytest.raises(InvalidArgument, match="element size"):
         ort.OrtValue.ortvalue_from_numpy_with_onnx_type(np.zeros(2, np.float32), onnx.TensorProto.BFLOAT16)
+
+
+def test_concurrent_runs_of_one_session_give_each_caller_its_answer():
+    """ONNX Runtime's run() may be called from several threads at once. A plan's
+    intermediate buffers serve one run at a time; a concurrent run gets a plan of its own."""
+    c = 128   # enough channels for the Winograd convolution and its shared scratch
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((c, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["h"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[0, 1, 3, 2]),
+             helper.make_node("Softmax", ["t"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 12, 12])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    sess = ort.InferenceSession(model)
+    inputs = [rng.standard_normal((1, c, 12, 12)).astype(np.float32) for _ in range(4)]
+    expected = [sess.run(None, {"x": x})[0] for x in inputs]
+    wrong = []
+
+    def work(k):
+        for _ in range(40):
+            if not np.array_equal(sess.run(None, {"x": inputs[k]})[0], expected[k]):
+                wrong.append(k)
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong
