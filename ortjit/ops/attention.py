@@ -75,6 +75,20 @@ def _row_sum(dtype):
     return sequential
 
 
+def scaled_scores(q, k, qs, ks, scores, scale, rnd, grouped_shape) -> None:
+    """scores <- (q * scale) @ (k * scale)^T, the query heads of a group of shape
+    grouped_shape (B, Hkv, G * Sq, D) against their shared key head; q and k go through
+    the buffers qs and ks, each step rounded to the op's type by rnd (as ONNX computes)."""
+    qs[...] = q
+    np.multiply(qs, scale, out=qs)
+    rnd(qs)
+    ks[...] = k
+    np.multiply(ks, scale, out=ks)
+    rnd(ks)
+    np.matmul(qs.reshape(grouped_shape), ks.swapaxes(2, 3), out=scores)
+    rnd(scores)
+
+
 def heads_4d(x, heads: int):
     """A 3-D (B, S, H*D) input as a (B, H, S, D) view; a 4-D one as it is."""
     if x.ndim == 4:
@@ -285,14 +299,7 @@ class Attention(Op):
                 if qk_out is not None:
                     qk_out.fill(0)
                 return
-            qs[...] = heads_4d(q, Hq)
-            np.multiply(qs, s, out=qs)
-            rnd(qs)
-            ks[...] = kf
-            np.multiply(ks, s, out=ks)
-            rnd(ks)
-            np.matmul(qs.reshape(B, Hkv, G * Sq, D), ks.swapaxes(2, 3), out=scores)
-            rnd(scores)
+            scaled_scores(heads_4d(q, Hq), kf, qs, ks, scores, s, rnd, (B, Hkv, G * Sq, D))
             sc = scores.reshape(B, Hq, Sq, T)
             if mode == 0 and qk_out is not None:
                 qk_out[...] = sc

@@ -15,7 +15,7 @@ import numpy as np
 from onnx import helper
 
 from ..subgraph import GraphRunner
-from .attention import SOFTMAX_PRECISIONS, _row_sum, compute_type, is_float, rounder
+from .attention import SOFTMAX_PRECISIONS, _row_sum, compute_type, is_float, rounder, scaled_scores
 from .base import Info, Op
 from .registry import register
 
@@ -88,14 +88,7 @@ class FlexAttention(Op):
             q, k, v = args[:3]
             outer = dict(zip(captured, args[n_in:n_in + len(captured)]))
             y = args[-1]
-            qs[...] = q
-            np.multiply(qs, s, out=qs)
-            rnd(qs)
-            ks[...] = k
-            np.multiply(ks, s, out=ks)
-            rnd(ks)
-            np.matmul(qs.reshape(b, hkv, g * sq, e), ks.swapaxes(2, 3), out=scores)
-            rnd(scores)
+            scaled_scores(q, k, qs, ks, scores, s, rnd, (b, hkv, g * sq, e))
             w[...] = scores.reshape(w.shape)
             srnd(w)
             if score_mod is not None:
