@@ -18,23 +18,29 @@ def _float_input(ctx, i=0):
     return x
 
 
+@numba.njit(inline="always", nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _row_stats(x, base, n, eps):
+    """(mean, 1 / sqrt(var + eps)) of x[base:base + n]: two passes with float64 sums, so a
+    large offset does not eat the variance."""
+    s = 0.0
+    for j in range(np.uint64(n)):
+        s += x[base + j]
+    m = s / n
+    v = 0.0
+    for j in range(np.uint64(n)):
+        d = x[base + j] - m
+        v += d * d
+    return m, 1.0 / np.sqrt(v / n + eps)
+
+
 # reassoc lets LLVM vectorize the sums (no NaN/inf assumptions, unlike full fastmath)
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def _normalize_rows(x, y, mean, inv_std, n, eps):
-    """x, y: (rows, n) flattened; y[r] = (x[r] - mean(x[r])) / sqrt(var(x[r]) + eps). Two
-    passes with float64 sums, so a large offset does not eat the variance. Unsigned
-    indices: Numba skips its negative-index wraparound."""
+    """x, y: (rows, n) flattened; y[r] = (x[r] - mean(x[r])) / sqrt(var(x[r]) + eps).
+    Unsigned indices: Numba skips its negative-index wraparound."""
     for r in range(mean.size):
         base = np.uint64(r * n)
-        s = 0.0
-        for j in range(np.uint64(n)):
-            s += x[base + j]
-        m = s / n
-        v = 0.0
-        for j in range(np.uint64(n)):
-            d = x[base + j] - m
-            v += d * d
-        inv = 1.0 / np.sqrt(v / n + eps)
+        m, inv = _row_stats(x, base, n, eps)
         for j in range(np.uint64(n)):
             y[base + j] = (x[base + j] - m) * inv
         mean[r] = m
@@ -47,15 +53,7 @@ def _layer_norm_rows(x, y, scale, bias, mean, inv_std, n, eps):
     the same pass, instead of two more numpy passes over y."""
     for r in range(mean.size):
         base = np.uint64(r * n)
-        s = 0.0
-        for j in range(np.uint64(n)):
-            s += x[base + j]
-        m = s / n
-        v = 0.0
-        for j in range(np.uint64(n)):
-            d = x[base + j] - m
-            v += d * d
-        inv = 1.0 / np.sqrt(v / n + eps)
+        m, inv = _row_stats(x, base, n, eps)
         mf, invf = x.dtype.type(m), x.dtype.type(inv)
         for j in range(np.uint64(n)):
             y[base + j] = (x[base + j] - mf) * invf * scale[j] + bias[j]
