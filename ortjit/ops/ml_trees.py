@@ -56,6 +56,22 @@ class Forest:
     leaf_weight: np.ndarray
 
 
+@numba.njit(inline="always", nogil=True)
+def _add_leaf(scores, has, r, node, leaf_start, leaf_target, leaf_weight, aggregate):
+    """Row r takes leaf `node`'s weights into scores (aggregate: 0/1 sum, 2 min, 3 max) and
+    marks the targets written in `has`."""
+    for k in range(leaf_start[node], leaf_start[node + 1]):
+        j = leaf_target[k]
+        w = leaf_weight[k]
+        if aggregate <= 1 or not has[r, j]:
+            scores[r, j] = scores[r, j] + w if aggregate <= 1 else w
+        elif aggregate == 2:
+            scores[r, j] = min(scores[r, j], w)
+        else:
+            scores[r, j] = max(scores[r, j], w)
+        has[r, j] = True
+
+
 @numba.njit(cache=True, nogil=True)
 def _walk(x, roots, mode, feature, threshold, true_next, false_next, missing_true, set_start, set_values,
           leaf_start, leaf_target, leaf_weight, aggregate, scores, has):
@@ -95,16 +111,7 @@ def _walk(x, roots, mode, feature, threshold, true_next, false_next, missing_tru
                 steps += 1
                 if steps > n_nodes:
                     return False
-            for k in range(leaf_start[node], leaf_start[node + 1]):
-                j = leaf_target[k]
-                w = leaf_weight[k]
-                if aggregate <= 1 or not has[r, j]:
-                    scores[r, j] = scores[r, j] + w if aggregate <= 1 else w
-                elif aggregate == 2:
-                    scores[r, j] = min(scores[r, j], w)
-                else:
-                    scores[r, j] = max(scores[r, j], w)
-                has[r, j] = True
+            _add_leaf(scores, has, r, node, leaf_start, leaf_target, leaf_weight, aggregate)
     return True
 
 
@@ -221,16 +228,7 @@ def _walk_blocks(x, blocks, nodes, threshold, leq, leaf_start, leaf_target, leaf
                         at[k] = nodes[i, 1 + (go & 1)]
             for k in range(width):
                 i = at[k]
-                for q in range(leaf_start[i], leaf_start[i + 1]):
-                    j = leaf_target[q]
-                    w = leaf_weight[q]
-                    if aggregate <= 1 or not has[r, j]:
-                        scores[r, j] = scores[r, j] + w if aggregate <= 1 else w
-                    elif aggregate == 2:
-                        scores[r, j] = min(scores[r, j], w)
-                    else:
-                        scores[r, j] = max(scores[r, j], w)
-                    has[r, j] = True
+                _add_leaf(scores, has, r, i, leaf_start, leaf_target, leaf_weight, aggregate)
 
 
 def _floats(ctx, name, required=False):
