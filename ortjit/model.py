@@ -11,6 +11,7 @@ import onnx_ir as ir
 from . import frontend, irutil, passes, subgraph
 from .dtypes import to_onnx, ONNX_TYPE_NAMES
 from .errors import InvalidArgument
+from .ops import blas
 from .plan import PlanCache, build_plan
 
 
@@ -75,17 +76,21 @@ class CompiledModel:
         if self.num_threads and getattr(_threads, "n", 0) != self.num_threads:
             numba.set_num_threads(self.num_threads)
             _threads.n = self.num_threads
-        if plan.busy.acquire(blocking=False):
-            try:
-                results = plan.run(ordered, stop=stop, profile=profile)
-            finally:
-                plan.busy.release()
-        else:
-            # another thread is running this plan, whose buffers hold its intermediates:
-            # this thread runs a plan of its own for the same shapes
-            arrays = self.validate_feed(feed)
-            ordered = [arrays[v.name] for v in self.ir.graph.inputs if v.name in arrays]
-            results = self._own_plan(arrays).run(ordered, stop=stop, profile=profile)
+        blas_threads = blas.pin_one_thread()
+        try:
+            if plan.busy.acquire(blocking=False):
+                try:
+                    results = plan.run(ordered, stop=stop, profile=profile)
+                finally:
+                    plan.busy.release()
+            else:
+                # another thread is running this plan, whose buffers hold its intermediates:
+                # this thread runs a plan of its own for the same shapes
+                arrays = self.validate_feed(feed)
+                ordered = [arrays[v.name] for v in self.ir.graph.inputs if v.name in arrays]
+                results = self._own_plan(arrays).run(ordered, stop=stop, profile=profile)
+        finally:
+            blas.unpin(blas_threads)
         if output_names is None:
             return results
         return [results[self.output_index(n)] for n in output_names]

@@ -1,6 +1,7 @@
-"""MatMul and Gemm: all the work goes to numpy's BLAS-backed matmul/dot, writing in place."""
+"""MatMul and Gemm: the work goes to BLAS through ops/blas.py (on Numba's threads), writing in place."""
 import numpy as np
 
+from . import blas
 from .base import Info, Op, broadcast_shapes
 from .registry import register
 
@@ -37,7 +38,16 @@ class MatMul(Op):
             k, n = sb
 
             def run(a, b, y):
-                np.matmul(a.reshape(-1, k), b, out=y.reshape(-1, n))
+                blas.matmul(a.reshape(-1, k), b, y.reshape(-1, n))
+            return run
+        if len(sa) >= 2 and len(sb) >= 2 and (len(sa) <= 3 and len(sb) <= 3 or tuple(sa[:-2]) == tuple(sb[:-2])):
+            # one stack of matrices on each side (or a single matrix broadcast over the other's)
+            m, n = sa[-2], sb[-1]
+            flat_a = sa if len(sa) <= 3 else (-1,) + tuple(sa[-2:])
+            flat_b = sb if len(sb) <= 3 else (-1,) + tuple(sb[-2:])
+
+            def run(a, b, y):
+                blas.matmul(a.reshape(flat_a), b.reshape(flat_b), y.reshape((-1, m, n) if y.ndim > 2 else (m, n)))
             return run
 
         def run(a, b, y):
@@ -87,9 +97,7 @@ class Gemm(Op):
 
         def run(a, b, *rest):  # (a, b, y), or (a, b, c, y) where c may be None (omitted)
             y = rest[-1]
-            np.dot(a.T if ta else a, b.T if tb else b, out=y)
-            if alpha != 1.0:
-                np.multiply(y, alpha, out=y, casting="unsafe")
+            blas.matmul(a.T if ta else a, b.T if tb else b, y, alpha=alpha)
             if use_c:
                 if scaled_c is None:
                     y += rest[0]

@@ -21,6 +21,7 @@ import os
 import numba
 import numpy as np
 
+from . import blas
 from .scratch import scratch
 
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
@@ -37,91 +38,91 @@ def transform_weights(w: np.ndarray, dtype) -> np.ndarray:
     return u.reshape(16, m, c)
 
 
-@numba.njit(cache=True, nogil=True)
+@blas.threaded_njit
 def _input_tiles(x, xp, v, dims):
     """x: (N, C, H, W) flattened; xp: (N, C, Hp, Wp) scratch, zero outside the input;
     v: 16 planes of (C, N * th * tw), `plane` elements apart. Unsigned indices: no
     negative-index wraparound."""
     N, C, H, W, Hp, Wp, ph, pw, th, tw, plane = dims
-    for nc in range(N * C):
+    for nc in numba.prange(N * C):
         for r in range(H):
             src, dst = np.uint64((nc * H + r) * W), np.uint64((nc * Hp + r + ph) * Wp + pw)
             for k in range(W):
                 xp[dst + np.uint64(k)] = x[src + np.uint64(k)]
     T = N * th * tw
     plane = np.uint64(plane)
-    for n in range(N):
-        for c in range(C):
-            base = (n * C + c) * Hp * Wp
-            out = np.uint64(c * T + n * th * tw)
-            for i in range(th):
-                r0 = base + 2 * i * Wp
-                for j in range(tw):
-                    p = np.uint64(r0 + 2 * j)
-                    w_ = np.uint64(Wp)
-                    d00, d01, d02, d03 = xp[p], xp[p + 1], xp[p + 2], xp[p + 3]
-                    p += w_
-                    d10, d11, d12, d13 = xp[p], xp[p + 1], xp[p + 2], xp[p + 3]
-                    p += w_
-                    d20, d21, d22, d23 = xp[p], xp[p + 1], xp[p + 2], xp[p + 3]
-                    p += w_
-                    d30, d31, d32, d33 = xp[p], xp[p + 1], xp[p + 2], xp[p + 3]
-                    # rows: B^T d
-                    a0, a1, a2, a3 = d00 - d20, d01 - d21, d02 - d22, d03 - d23
-                    b0, b1, b2, b3 = d10 + d20, d11 + d21, d12 + d22, d13 + d23
-                    c0, c1, c2, c3 = d20 - d10, d21 - d11, d22 - d12, d23 - d13
-                    e0, e1, e2, e3 = d10 - d30, d11 - d31, d12 - d32, d13 - d33
-                    # columns: (B^T d) B
-                    q = out + np.uint64(i * tw + j)
-                    v[q] = a0 - a2
-                    v[q + plane] = a1 + a2
-                    v[q + 2 * plane] = a2 - a1
-                    v[q + 3 * plane] = a1 - a3
-                    v[q + 4 * plane] = b0 - b2
-                    v[q + 5 * plane] = b1 + b2
-                    v[q + 6 * plane] = b2 - b1
-                    v[q + 7 * plane] = b1 - b3
-                    v[q + 8 * plane] = c0 - c2
-                    v[q + 9 * plane] = c1 + c2
-                    v[q + 10 * plane] = c2 - c1
-                    v[q + 11 * plane] = c1 - c3
-                    v[q + 12 * plane] = e0 - e2
-                    v[q + 13 * plane] = e1 + e2
-                    v[q + 14 * plane] = e2 - e1
-                    v[q + 15 * plane] = e1 - e3
+    for nc in numba.prange(N * C):
+        n, c = nc // C, nc % C
+        base = (n * C + c) * Hp * Wp
+        out = np.uint64(c * T + n * th * tw)
+        for i in range(th):
+            r0 = base + 2 * i * Wp
+            for j in range(tw):
+                p = np.uint64(r0 + 2 * j)
+                w_ = np.uint64(Wp)
+                d00, d01, d02, d03 = xp[p], xp[p + 1], xp[p + 2], xp[p + 3]
+                p += w_
+                d10, d11, d12, d13 = xp[p], xp[p + 1], xp[p + 2], xp[p + 3]
+                p += w_
+                d20, d21, d22, d23 = xp[p], xp[p + 1], xp[p + 2], xp[p + 3]
+                p += w_
+                d30, d31, d32, d33 = xp[p], xp[p + 1], xp[p + 2], xp[p + 3]
+                # rows: B^T d
+                a0, a1, a2, a3 = d00 - d20, d01 - d21, d02 - d22, d03 - d23
+                b0, b1, b2, b3 = d10 + d20, d11 + d21, d12 + d22, d13 + d23
+                c0, c1, c2, c3 = d20 - d10, d21 - d11, d22 - d12, d23 - d13
+                e0, e1, e2, e3 = d10 - d30, d11 - d31, d12 - d32, d13 - d33
+                # columns: (B^T d) B
+                q = out + np.uint64(i * tw + j)
+                v[q] = a0 - a2
+                v[q + plane] = a1 + a2
+                v[q + 2 * plane] = a2 - a1
+                v[q + 3 * plane] = a1 - a3
+                v[q + 4 * plane] = b0 - b2
+                v[q + 5 * plane] = b1 + b2
+                v[q + 6 * plane] = b2 - b1
+                v[q + 7 * plane] = b1 - b3
+                v[q + 8 * plane] = c0 - c2
+                v[q + 9 * plane] = c1 + c2
+                v[q + 10 * plane] = c2 - c1
+                v[q + 11 * plane] = c1 - c3
+                v[q + 12 * plane] = e0 - e2
+                v[q + 13 * plane] = e1 + e2
+                v[q + 14 * plane] = e2 - e1
+                v[q + 15 * plane] = e1 - e3
 
 
-@numba.njit(cache=True, nogil=True)
+@blas.threaded_njit
 def _output_tiles(m, bias, y, dims):
     """m: the GEMM results, 16 planes of (M, N * th * tw), `plane` elements apart; bias:
     (M,) (zeros when the node has none); y: (N, M, oh, ow) flattened."""
     N, M, oh, ow, th, tw, plane = dims
     T = N * th * tw
     plane = np.uint64(plane)
-    for n in range(N):
-        for o in range(M):
-            b = bias[o]
-            src = np.uint64(o * T + n * th * tw)
-            dst = (n * M + o) * oh * ow
-            for i in range(th):
-                for j in range(tw):
-                    q = src + np.uint64(i * tw + j)
-                    m00, m01, m02, m03 = m[q], m[q + plane], m[q + 2 * plane], m[q + 3 * plane]
-                    m10, m11, m12, m13 = m[q + 4 * plane], m[q + 5 * plane], m[q + 6 * plane], m[q + 7 * plane]
-                    m20, m21, m22, m23 = m[q + 8 * plane], m[q + 9 * plane], m[q + 10 * plane], m[q + 11 * plane]
-                    m30, m31, m32, m33 = m[q + 12 * plane], m[q + 13 * plane], m[q + 14 * plane], m[q + 15 * plane]
-                    # rows: A^T m
-                    s0, s1, s2, s3 = m00 + m10 + m20, m01 + m11 + m21, m02 + m12 + m22, m03 + m13 + m23
-                    t0, t1, t2, t3 = m10 - m20 - m30, m11 - m21 - m31, m12 - m22 - m32, m13 - m23 - m33
-                    r, c = 2 * i, 2 * j
-                    p = np.uint64(dst + r * ow + c)
-                    y[p] = s0 + s1 + s2 + b
+    for no in numba.prange(N * M):
+        n, o = no // M, no % M
+        b = bias[o]
+        src = np.uint64(o * T + n * th * tw)
+        dst = (n * M + o) * oh * ow
+        for i in range(th):
+            for j in range(tw):
+                q = src + np.uint64(i * tw + j)
+                m00, m01, m02, m03 = m[q], m[q + plane], m[q + 2 * plane], m[q + 3 * plane]
+                m10, m11, m12, m13 = m[q + 4 * plane], m[q + 5 * plane], m[q + 6 * plane], m[q + 7 * plane]
+                m20, m21, m22, m23 = m[q + 8 * plane], m[q + 9 * plane], m[q + 10 * plane], m[q + 11 * plane]
+                m30, m31, m32, m33 = m[q + 12 * plane], m[q + 13 * plane], m[q + 14 * plane], m[q + 15 * plane]
+                # rows: A^T m
+                s0, s1, s2, s3 = m00 + m10 + m20, m01 + m11 + m21, m02 + m12 + m22, m03 + m13 + m23
+                t0, t1, t2, t3 = m10 - m20 - m30, m11 - m21 - m31, m12 - m22 - m32, m13 - m23 - m33
+                r, c = 2 * i, 2 * j
+                p = np.uint64(dst + r * ow + c)
+                y[p] = s0 + s1 + s2 + b
+                if c + 1 < ow:
+                    y[p + 1] = s1 - s2 - s3 + b
+                if r + 1 < oh:
+                    y[p + np.uint64(ow)] = t0 + t1 + t2 + b
                     if c + 1 < ow:
-                        y[p + 1] = s1 - s2 - s3 + b
-                    if r + 1 < oh:
-                        y[p + np.uint64(ow)] = t0 + t1 + t2 + b
-                        if c + 1 < ow:
-                            y[p + np.uint64(ow + 1)] = t1 - t2 - t3 + b
+                        y[p + np.uint64(ow + 1)] = t1 - t2 - t3 + b
 
 
 # ORTJIT_WINOGRAD=0 turns it off (every 3x3 convolution then runs as im2col + GEMM)
@@ -171,7 +172,7 @@ def make(n, c, h, w_in, m, out, begin, dtype, static_w=None):
         mm, mm_mats, mm_plane = _planes("winograd_products", m, tiles, dtype)
         _input_tiles(np.ascontiguousarray(x, dtype).reshape(-1), xp, v,
                      (n, c, h, w_in, hp, wp, begin[0], begin[1], th, tw, v_plane))
-        np.matmul(u, v_mats, out=mm_mats)
+        blas.matmul(u, v_mats, mm_mats)
         _output_tiles(mm, zeros if bias is None else bias.astype(dtype, copy=False), y.reshape(-1),
                       (n, m, oh, ow, th, tw, mm_plane))
     return run

@@ -7,15 +7,17 @@ import numpy as np
 
 from ... import codecache
 from . import vmath
+from ...ops import blas
 from ..elementwise import F16, F16_ROUND, ScalarProgram, collapse, render_loop_body
 
-# Generated loops run serially unless ORTJIT_PARALLEL_MIN_ELEMENTS says from which size
-# to use Numba's threads. Measured on the 2-core machine: with parallel loops from 65536
-# elements, light_resnet50 took 270 ms a run and light_squeezenet 144 ms; serial, 64 ms
-# and 10 ms. Numba's worker threads and OpenBLAS's (which the convolutions' GEMMs use)
-# fight over the two cores after every GEMM. Below 65536 elements threads never pay, and
-# a parallel compile costs about 10x a serial one (shared/design.md).
-PARALLEL_MIN_ELEMENTS = int(os.environ.get("ORTJIT_PARALLEL_MIN_ELEMENTS", 0)) or (1 << 62)
+# From how many elements a generated loop runs on Numba's threads (its outer loop a
+# prange); ORTJIT_PARALLEL_MIN_ELEMENTS overrides. Only where the GEMMs use the same
+# threads (ops/blas.py): next to OpenBLAS's own pool the two fought over the cores
+# (light_resnet50 270 ms a run with parallel loops from 65536 elements, 64 ms serial).
+# Below about 64K elements a loop takes a few microseconds and threads do not pay; a
+# parallel compile costs about 10x a serial one (shared/design.md).
+PARALLEL_MIN_ELEMENTS = int(os.environ.get("ORTJIT_PARALLEL_MIN_ELEMENTS", 0)) or \
+    (1 << 16 if blas.THREADED else 1 << 62)
 
 HEADER = "import math\nimport numpy as np\nimport numba\n\n"
 

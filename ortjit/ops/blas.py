@@ -1,0 +1,238 @@
+"""Matrix products on all threads inside one Numba parallel region.
+
+Why not numpy's matmul: it runs on OpenBLAS's own thread pool, whose workers spin for a
+while after every GEMM. Our Numba kernels (im2col, epilogues, pooling...) run on Numba's
+pool; the two pools fought over the cores (ResNet-50 b1 64 -> 270 ms with parallel
+loops), so our kernels had to stay serial. Here the GEMM itself is split into one piece
+per Numba thread, each calling numpy's bundled OpenBLAS (`scipy_openblas64_`, 64-bit
+integers) with OpenBLAS set to one thread for the duration of the call: all threading is
+Numba's, and every kernel may use it. One piece per thread runs as fast as OpenBLAS's
+two threads (0.88-1.1x on ResNet-50's GEMM shapes), and a parallel region costs about
+1.5 us to open on the OpenMP layer.
+
+The OpenBLAS functions are made known to LLVM under our own symbol names
+(`llvmlite.binding.add_symbol`), so the compiled kernel refers to a name, not an address,
+and Numba's on-disk cache stays valid across processes. Where numpy's BLAS is not
+OpenBLAS with 64-bit integers (another numpy build), `matmul` is numpy's matmul.
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import types as types_module
+
+import llvmlite.binding as llvm
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+_SYMBOLS = {"ortjit_sgemm": "scipy_cblas_sgemm64_", "ortjit_dgemm": "scipy_cblas_dgemm64_",
+            "ortjit_blas_set_threads": "scipy_openblas_set_num_threads64_",
+            "ortjit_blas_get_threads": "scipy_openblas_get_num_threads64_"}
+
+
+_threads_calls: list = []   # OpenBLAS's (get, set) thread-count functions, through ctypes
+
+
+def _bind_openblas() -> bool:
+    if os.environ.get("ORTJIT_THREADED_GEMM", "1") == "0":
+        return False
+    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "libscipy_openblas64_*"))
+    libs += glob.glob(os.path.join(os.path.dirname(np.__file__), ".dylibs", "libscipy_openblas64_*"))
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+            addresses = {ours: ctypes.cast(getattr(lib, theirs), ctypes.c_void_p).value
+                         for ours, theirs in _SYMBOLS.items()}
+        except (OSError, AttributeError):
+            continue
+        for name, address in addresses.items():
+            llvm.add_symbol(name, address)
+        get, put = lib.scipy_openblas_get_num_threads64_, lib.scipy_openblas_set_num_threads64_
+        get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
+        _threads_calls.extend([get, put])
+        return True
+    return False
+
+
+AVAILABLE = _bind_openblas()
+
+
+def _threadsafe_layer() -> bool:
+    """Whether Numba has a threading layer that takes parallel calls from several Python
+    threads at once (sessions may run concurrently): OpenMP or TBB. Its 'workqueue'
+    fallback aborts the process on concurrent use, so without either our kernels stay
+    serial. A layer the user chose through NUMBA_THREADING_LAYER is left as it is."""
+    import importlib
+    for name in ("numba.np.ufunc.omppool", "numba.np.ufunc.tbbpool"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+        if "NUMBA_THREADING_LAYER" not in os.environ:
+            numba.config.THREADING_LAYER = "threadsafe"
+        return numba.config.THREADING_LAYER in ("threadsafe", "omp", "tbb", "safe", "default")
+    return False
+
+
+# Our kernels use Numba's threads (prange) only when the GEMMs run on them too.
+THREADED = AVAILABLE and _threadsafe_layer()
+
+
+def threaded_njit(fn):
+    """numba.njit for a kernel whose outer loop is a numba.prange: parallel when THREADED,
+    else compiled serially under another name. Numba's disk cache does not tell the two
+    builds apart (its key is the signature and the CPU), so a process with the other
+    setting would load the wrong one."""
+    if THREADED:
+        return numba.njit(cache=True, nogil=True, parallel=True)(fn)
+    serial = types_module.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
+                                       fn.__defaults__, fn.__closure__)
+    serial.__qualname__, serial.__doc__ = fn.__qualname__ + "_serial", fn.__doc__
+    return numba.njit(cache=True, nogil=True)(serial)
+
+
+def pin_one_thread() -> int:
+    """Sets OpenBLAS to one thread for a run and returns the count to give back to
+    `unpin`. A numpy matmul left in some op then runs on one core instead of waking
+    OpenBLAS's workers, which would spin next to Numba's for the rest of the run."""
+    if not _threads_calls:
+        return 0
+    previous = _threads_calls[0]()
+    if previous != 1:
+        _threads_calls[1](1)
+    return previous
+
+
+def unpin(previous: int) -> None:
+    if previous > 1:
+        _threads_calls[1](previous)
+
+_I32, _I64 = ir.IntType(32), ir.IntType(64)
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+
+@intrinsic
+def _cblas_gemm(typingctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """cblas_?gemm(RowMajor, ...) on raw addresses; float32 alpha calls sgemm, float64 dgemm."""
+    sig = types.void(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    single = alpha == types.float32
+
+    def codegen(context, builder, signature, args):
+        real = ir.FloatType() if single else ir.DoubleType()
+        fnty = ir.FunctionType(ir.VoidType(), [_I32, _I32, _I32, _I64, _I64, _I64, real, _I64, _I64,
+                                               _I64, _I64, real, _I64, _I64])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "ortjit_sgemm" if single else "ortjit_dgemm")
+        ta, tb, m_, n_, k_, al, a_, lda_, b_, ldb_, be, c_, ldc_ = args
+        builder.call(fn, [ir.Constant(_I32, _ROW_MAJOR), builder.trunc(ta, _I32), builder.trunc(tb, _I32),
+                          m_, n_, k_, al, a_, lda_, b_, ldb_, be, c_, ldc_])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@intrinsic
+def _blas_threads(typingctx, count):
+    """Sets OpenBLAS's thread count to `count` (when > 0) and returns the previous one."""
+    def codegen(context, builder, signature, args):
+        get = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I32, []), "ortjit_blas_get_threads")
+        put = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [_I32]),
+                                             "ortjit_blas_set_threads")
+        previous = builder.call(get, [])
+        wanted = builder.trunc(args[0], _I32)
+        with builder.if_then(builder.icmp_signed(">", wanted, ir.Constant(_I32, 0))):
+            builder.call(put, [wanted])
+        return builder.sext(previous, _I64)
+    return types.int64(count), codegen
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _gemm(parts, batch, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b,
+          beta, c, ldc, stride_c, itemsize):
+    """C[i] = alpha * op(A[i]) @ op(B[i]) + beta * C[i] for i < batch, on addresses and
+    element strides. Whole matrices go to the threads when there are enough; else each
+    matrix is cut along N (wide outputs) or M into `per` pieces."""
+    per = max(1, parts // batch)
+    cut_n = n >= m or n >= 256 * per
+    length = n if cut_n else m
+    # pieces of whole 16-column (or 4-row) blocks, so that no thread gets a ragged sliver
+    align = 16 if cut_n else 4
+    piece = ((length + per - 1) // per + align - 1) // align * align
+    previous = _blas_threads(1)
+    for unit in numba.prange(batch * per):
+        i, p = unit // per, unit % per
+        lo = p * piece
+        hi = min(length, lo + piece)
+        if hi > lo:
+            ai = a + i * stride_a * itemsize
+            bi = b + i * stride_b * itemsize
+            ci = c + i * stride_c * itemsize
+            if cut_n:
+                step_b = ldb if trans_b != _NO_TRANS else 1
+                _cblas_gemm(trans_a, trans_b, m, hi - lo, k, alpha, ai, lda, bi + lo * step_b * itemsize, ldb,
+                            beta, ci + lo * itemsize, ldc)
+            else:
+                step_a = 1 if trans_a != _NO_TRANS else lda
+                _cblas_gemm(trans_a, trans_b, hi - lo, n, k, alpha, ai + lo * step_a * itemsize, lda, bi, ldb,
+                            beta, ci + lo * ldc * itemsize, ldc)
+    if previous != 1:
+        _blas_threads(previous)
+
+
+def _operand(x, rows, cols):
+    """(transpose flag, leading dimension, batch stride in elements) for a stack of
+    matrices that BLAS can read in place, or None."""
+    item = x.itemsize
+    s = x.strides
+    rs, cs = s[-2] // item, s[-1] // item
+    batch = s[-3] // item if x.ndim == 3 else 0
+    if any(v % item for v in s):
+        return None
+    if cs == 1 and (rs >= max(cols, 1) or rows == 1):
+        return _NO_TRANS, max(rs, cols, 1), batch
+    if rs == 1 and (cs >= max(rows, 1) or cols == 1):
+        return _TRANS, max(cs, rows, 1), batch
+    return None
+
+
+def matmul(a, b, out, alpha=1.0, beta=0.0):
+    """out = alpha * a @ b + beta * out for float32/float64 2-D or 3-D operands (a 2-D one
+    broadcast over the other's batch), out's rows contiguous; numpy does what this cannot."""
+    dtype = out.dtype
+    if not (AVAILABLE and dtype in (np.float32, np.float64) and a.dtype == dtype and b.dtype == dtype
+            and 2 <= out.ndim <= 3 and 2 <= a.ndim <= out.ndim and 2 <= b.ndim <= out.ndim):
+        return _numpy_matmul(a, b, out, alpha, beta)
+    m, k = a.shape[-2:]
+    n = b.shape[-1]
+    batch = out.shape[0] if out.ndim == 3 else 1
+    if b.shape[-2] != k or out.shape[-2:] != (m, n) or (a.ndim == 3 and a.shape[0] != batch) \
+            or (b.ndim == 3 and b.shape[0] != batch):
+        return _numpy_matmul(a, b, out, alpha, beta)
+    if m == 0 or n == 0:
+        return out
+    if k == 0:
+        out *= beta
+        return out
+    ta, tb, tc = _operand(a, m, k), _operand(b, k, n), _operand(out, m, n)
+    if ta is None or tb is None or tc is None or tc[0] != _NO_TRANS:
+        return _numpy_matmul(a, b, out, alpha, beta)
+    real = np.float32 if dtype == np.float32 else np.float64
+    _gemm(numba.get_num_threads(), batch, ta[0], tb[0], m, n, k, real(alpha), a.ctypes.data, ta[1], ta[2],
+          b.ctypes.data, tb[1], tb[2], real(beta), out.ctypes.data, tc[1], tc[2],
+          dtype.itemsize)
+    return out
+
+
+def _numpy_matmul(a, b, out, alpha, beta):
+    if alpha == 1.0 and beta == 0.0:
+        return np.matmul(a, b, out=out)
+    product = np.matmul(a, b)
+    if alpha != 1.0:
+        np.multiply(product, alpha, out=product, casting="unsafe")
+    if beta != 0.0:
+        product += beta * out
+    out[...] = product
+    return out
