@@ -31,6 +31,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 _SYMBOLS = {"ortjit_sgemm": "scipy_cblas_sgemm64_", "ortjit_dgemm": "scipy_cblas_dgemm64_",
+            "ortjit_sgemv": "scipy_cblas_sgemv64_", "ortjit_dgemv": "scipy_cblas_dgemv64_",
             "ortjit_blas_set_threads": "scipy_openblas_set_num_threads64_",
             "ortjit_blas_get_threads": "scipy_openblas_get_num_threads64_"}
 
@@ -112,6 +113,7 @@ def unpin(previous: int) -> None:
     if previous > 1:
         _threads_calls[1](previous)
 
+
 _I32, _I64 = ir.IntType(32), ir.IntType(64)
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
@@ -132,6 +134,45 @@ def _cblas_gemm(typingctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, bet
                           m_, n_, k_, al, a_, lda_, b_, ldb_, be, c_, ldc_])
         return context.get_dummy_value()
     return sig, codegen
+
+
+@intrinsic
+def _cblas_gemv(typingctx, trans, rows, cols, alpha, a, lda, x, incx, beta, y, incy):
+    """cblas_?gemv(RowMajor, ...) on raw addresses: y = alpha * op(A) x + beta * y."""
+    sig = types.void(trans, rows, cols, alpha, a, lda, x, incx, beta, y, incy)
+    single = alpha == types.float32
+
+    def codegen(context, builder, signature, args):
+        real = ir.FloatType() if single else ir.DoubleType()
+        fnty = ir.FunctionType(ir.VoidType(), [_I32, _I32, _I64, _I64, real, _I64, _I64, _I64, _I64, real,
+                                               _I64, _I64])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "ortjit_sgemv" if single else "ortjit_dgemv")
+        tr, rows_, cols_, al, a_, lda_, x_, incx_, be, y_, incy_ = args
+        builder.call(fn, [ir.Constant(_I32, _ROW_MAJOR), builder.trunc(tr, _I32), rows_, cols_, al, a_, lda_,
+                          x_, incx_, be, y_, incy_])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@numba.njit(inline="always")
+def _vector_piece(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, lo, hi, itemsize):
+    """Outputs lo:hi of a product whose M or N is 1, as a matrix-vector product (OpenBLAS's
+    GEMM runs a 1-row product several times slower than its GEMV)."""
+    if m == 1:   # c[0, lo:hi] = op(B)[:, lo:hi]^T a, a's K values `inc_a` apart
+        inc_a = 1 if trans_a == _NO_TRANS else lda
+        if trans_b == _NO_TRANS:   # B is (K, N), rows ldb apart
+            _cblas_gemv(_TRANS, k, hi - lo, alpha, b + lo * itemsize, ldb, a, inc_a, beta, c + lo * itemsize, 1)
+        else:                      # B is stored (N, K)
+            _cblas_gemv(_NO_TRANS, hi - lo, k, alpha, b + lo * ldb * itemsize, ldb, a, inc_a, beta,
+                        c + lo * itemsize, 1)
+    else:        # n == 1: c[lo:hi, 0] = op(A)[lo:hi] b, b's K values `inc_b` apart
+        inc_b = ldb if trans_b == _NO_TRANS else 1
+        if trans_a == _NO_TRANS:   # A is (M, K)
+            _cblas_gemv(_NO_TRANS, hi - lo, k, alpha, a + lo * lda * itemsize, lda, b, inc_b, beta,
+                        c + lo * ldc * itemsize, ldc)
+        else:                      # A is stored (K, M)
+            _cblas_gemv(_TRANS, k, hi - lo, alpha, a + lo * itemsize, lda, b, inc_b, beta,
+                        c + lo * ldc * itemsize, ldc)
 
 
 @intrinsic
@@ -156,6 +197,7 @@ def _gemm(parts, batch, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, l
     element strides. Whole matrices go to the threads when there are enough; else each
     matrix is cut along N (wide outputs) or M into `per` pieces."""
     per = max(1, parts // batch)
+    vector = m == 1 or n == 1
     cut_n = n >= m or n >= 256 * per
     length = n if cut_n else m
     # pieces of whole 16-column (or 4-row) blocks, so that no thread gets a ragged sliver
@@ -170,7 +212,9 @@ def _gemm(parts, batch, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, l
             ai = a + i * stride_a * itemsize
             bi = b + i * stride_b * itemsize
             ci = c + i * stride_c * itemsize
-            if cut_n:
+            if vector:
+                _vector_piece(trans_a, trans_b, m, n, k, alpha, ai, lda, bi, ldb, beta, ci, ldc, lo, hi, itemsize)
+            elif cut_n:
                 step_b = ldb if trans_b != _NO_TRANS else 1
                 _cblas_gemm(trans_a, trans_b, m, hi - lo, k, alpha, ai, lda, bi + lo * step_b * itemsize, ldb,
                             beta, ci + lo * itemsize, ldc)
@@ -198,6 +242,11 @@ def _operand(x, rows, cols):
     return None
 
 
+# Products under this many multiply-adds (about 10 us on one core) go to numpy's matmul:
+# on one thread in a run (see pin_one_thread), and without the ~10 us of setting up a split.
+SMALL = 1 << 19
+
+
 def matmul(a, b, out, alpha=1.0, beta=0.0):
     """out = alpha * a @ b + beta * out for float32/float64 2-D or 3-D operands (a 2-D one
     broadcast over the other's batch), out's rows contiguous; numpy does what this cannot."""
@@ -208,6 +257,8 @@ def matmul(a, b, out, alpha=1.0, beta=0.0):
     m, k = a.shape[-2:]
     n = b.shape[-1]
     batch = out.shape[0] if out.ndim == 3 else 1
+    if batch * m * n * k < SMALL:
+        return _numpy_matmul(a, b, out, alpha, beta)
     if b.shape[-2] != k or out.shape[-2:] != (m, n) or (a.ndim == 3 and a.shape[0] != batch) \
             or (b.ndim == 3 and b.shape[0] != batch):
         return _numpy_matmul(a, b, out, alpha, beta)

@@ -112,7 +112,7 @@ def _im2col(x, cols, dims, geo):
 
 
 @blas.threaded_njit
-def _depthwise(x, xq, w, y, dims, geo):
+def _depthwise(x, xq, w, y, dims, geo, runs):
     """Depthwise 2-D conv without im2col. x: (N*C, H, W) flattened; w: (C*mult, kh*kw);
     y: (N*C*mult, oh, ow) flattened; xq: scratch (N*C, sh, sw, Hq, Wq) flattened, zero
     where no input lands (the pads), made once per plan.
@@ -125,38 +125,43 @@ def _depthwise(x, xq, w, y, dims, geo):
     NC, C, H, W, Hq, Wq, oh, ow, mult = dims
     kh, kw, sh, sw, ph, pw, dh, dw = geo
     plane = Hq * Wq
-    for nc in numba.prange(NC):
-        for r in range(H):
-            R = r + ph
-            for pc in range(sw):
-                c0 = (pc - pw) % sw            # the first input column of this column phase
-                if c0 >= W:
-                    continue
-                dst = ((nc * sh + R % sh) * sw + pc) * plane + (R // sh) * Wq + (c0 + pw) // sw
-                src = (nc * H + r) * W + c0
-                for t in range((W - 1 - c0) // sw + 1):
-                    xq[np.uint64(dst + t)] = x[np.uint64(src + t * sw)]
     wide = oh * Wq
-    for nc in numba.prange(NC):
+    # the threads take `runs` runs of whole channels: a channel's planes are written and
+    # read by the same thread while they are in its cache, and each run has one accumulator row
+    for run in numba.prange(runs):
         acc = np.empty(wide, y.dtype)
-        c = nc % C
-        for m in range(mult):
-            oc = c * mult + m
-            acc[:] = 0
-            for a in range(kh):
-                ra = a * dh
-                for b in range(kw):
-                    cb = b * dw
-                    wt = w[oc, a * kw + b]
-                    src = ((nc * sh + ra % sh) * sw + cb % sw) * plane + (ra // sh) * Wq + cb // sw
-                    xs = xq[src:src + wide]   # a view: the loop indexes from 0, no wraparound checks
-                    for j in range(wide):
-                        acc[j] += wt * xs[j]
-            out = (nc * mult + m) * oh * ow
-            for i in range(oh):
-                ys, accs = y[out + i * ow:out + (i + 1) * ow], acc[i * Wq:i * Wq + ow]
-                for k in range(ow):
-                    ys[k] = accs[k]
+        for nc in range(run * NC // runs, (run + 1) * NC // runs):
+            for r in range(H):
+                R = r + ph
+                for pc in range(sw):
+                    c0 = (pc - pw) % sw            # the first input column of this column phase
+                    if c0 >= W:
+                        continue
+                    dst = ((nc * sh + R % sh) * sw + pc) * plane + (R // sh) * Wq + (c0 + pw) // sw
+                    src = (nc * H + r) * W + c0
+                    if sw == 1:
+                        xq[dst:dst + W] = x[src:src + W]
+                    else:
+                        for t in range((W - 1 - c0) // sw + 1):
+                            xq[np.uint64(dst + t)] = x[np.uint64(src + t * sw)]
+            c = nc % C
+            for m in range(mult):
+                oc = c * mult + m
+                acc[:] = 0
+                for a in range(kh):
+                    ra = a * dh
+                    for b in range(kw):
+                        cb = b * dw
+                        wt = w[oc, a * kw + b]
+                        src = ((nc * sh + ra % sh) * sw + cb % sw) * plane + (ra // sh) * Wq + cb // sw
+                        xs = xq[src:src + wide]   # a view: the loop indexes from 0, no wraparound checks
+                        for j in range(wide):
+                            acc[j] += wt * xs[j]
+                out = (nc * mult + m) * oh * ow
+                for i in range(oh):
+                    ys, accs = y[out + i * ow:out + (i + 1) * ow], acc[i * Wq:i * Wq + ow]
+                    for k in range(ow):
+                        ys[k] = accs[k]
 
 
 def compute_dtype(dtype):
@@ -232,11 +237,13 @@ class Conv(Op):
             yv = y.reshape(n, group, mg, p)
             if depthwise:
                 _depthwise(np.ascontiguousarray(x).reshape(-1), xp, w.reshape(m, ksize), y.reshape(-1),
-                           dw_dims, dw_geo)
-            elif pointwise:
+                           dw_dims, dw_geo, min(n * c, 8 * numba.get_num_threads()))
+            elif pointwise and group == 1:   # all images in one call: (mg, cg) @ (n, cg, p)
+                blas.matmul(wg[0], x.reshape(n, cg, p), yv.reshape(n, mg, p))
+            elif pointwise:                    # an image's groups in one call
                 xv = x.reshape(n, group, cg, p)
-                for g in range(group):
-                    blas.matmul(wg[g], xv[:, g], yv[:, g])
+                for i in range(n):
+                    blas.matmul(wg, xv[i], yv[i])
             else:
                 x = np.ascontiguousarray(x)
                 cols = scratch("im2col", c * ksize * p, dtype)

@@ -138,7 +138,7 @@ def worthwhile(n: int, c: int, m: int, out: list) -> bool:
     224x224); at 64 channels of 56x56 it lost (1.1x), at 16 channels clearly (1.5x)."""
     tiles = n * -(-out[0] // 2) * -(-out[1] // 2)
     im2col_bytes = 9 * c * out[0] * out[1] * 4
-    return ENABLED and ((c >= 128 and m >= 32 and tiles >= 16) or (c >= 32 and im2col_bytes > 32 << 20))
+    return ENABLED and ((c >= (64 if blas.THREADED else 128) and m >= 32 and tiles >= 16) or (c >= 32 and im2col_bytes > 32 << 20))
 
 
 def _planes(name: str, rows: int, cols: int, dtype):
