@@ -13,6 +13,7 @@ import numba
 import numpy as np
 
 from ..errors import NotImplemented
+from . import blas
 from .base import Info, Op, check_index_range
 from .conv import compute_dtype, to_3d, window_geometry
 from .registry import register
@@ -143,10 +144,11 @@ def _to_phase_planes(x, xb, xp, rows, cols, H, W, sw):
                     xp[np.uint64(d + k)] = x[np.uint64(src + j + k * sw)]
 
 
-@numba.njit(cache=True, nogil=True)
+@blas.threaded_njit
 def _max_pool_planes(x, y, xp, acc, rows, cols, offsets, dims):
-    """MaxPool of NC planes (H, W) -> (oh, ow). acc: oh * pw accumulators; offsets: each
-    kernel tap's offset into xp, in row-major tap order, in groups of three.
+    """MaxPool of NC planes (H, W) -> (oh, ow). xp: (runs, phase planes) and acc: (runs,
+    oh * pw accumulators), one row per run of planes (the threads take runs); offsets:
+    each kernel tap's offset into xp, in row-major tap order, in groups of three.
 
     The same bits as _pool: each output visits its taps in the same order with the same
     `v if v > best else best` from -inf, so that of equal values (0.0 and -0.0) the first
@@ -154,26 +156,29 @@ def _max_pool_planes(x, y, xp, acc, rows, cols, offsets, dims):
     NC, H, W, sw, oh, ow, pw = dims
     flat = oh * pw
     lowest = acc.dtype.type(-np.inf)
-    for nc in range(NC):
-        _to_phase_planes(x, nc * H * W, xp, rows, cols, H, W, sw)
-        for g in range(0, offsets.size, 3):
-            t0, t1, t2 = offsets[g], offsets[g + 1], offsets[g + 2]
-            for t in range(flat):
-                best = lowest if g == 0 else acc[np.uint64(t)]  # no separate pass to reset acc
-                v = xp[np.uint64(t0 + t)]
-                best = v if v > best else best  # a select (maxps), no branch
-                v = xp[np.uint64(t1 + t)]
-                best = v if v > best else best
-                v = xp[np.uint64(t2 + t)]
-                best = v if v > best else best
-                acc[np.uint64(t)] = best
-        for i in range(oh):
-            o, a = (nc * oh + i) * ow, i * pw
-            for j in range(ow):
-                y[np.uint64(o + j)] = acc[np.uint64(a + j)]
+    runs = xp.shape[0]
+    for run in numba.prange(runs):
+        planes, best_of = xp[run], acc[run]
+        for nc in range(run * NC // runs, (run + 1) * NC // runs):
+            _to_phase_planes(x, nc * H * W, planes, rows, cols, H, W, sw)
+            for g in range(0, offsets.size, 3):
+                t0, t1, t2 = offsets[g], offsets[g + 1], offsets[g + 2]
+                for t in range(flat):
+                    best = lowest if g == 0 else best_of[np.uint64(t)]  # no separate pass to reset
+                    v = planes[np.uint64(t0 + t)]
+                    best = v if v > best else best  # a select (maxps), no branch
+                    v = planes[np.uint64(t1 + t)]
+                    best = v if v > best else best
+                    v = planes[np.uint64(t2 + t)]
+                    best = v if v > best else best
+                    best_of[np.uint64(t)] = best
+            for i in range(oh):
+                o, a = (nc * oh + i) * ow, i * pw
+                for j in range(ow):
+                    y[np.uint64(o + j)] = best_of[np.uint64(a + j)]
 
 
-@numba.njit(cache=True, nogil=True)
+@blas.threaded_njit
 def _avg_pool_planes(x, y, xp, acc, rows, cols, offsets, inv_count, dims):
     """AveragePool, as _max_pool_planes; xp and acc are float64, inv_count: 1 / (taps
     counted) per output (oh, ow).
@@ -185,20 +190,23 @@ def _avg_pool_planes(x, y, xp, acc, rows, cols, offsets, inv_count, dims):
     gives 0 * inf = NaN, as _pool's 0 / 0 does."""
     NC, H, W, sw, oh, ow, pw = dims
     flat = oh * pw
-    for nc in range(NC):
-        _to_phase_planes(x, nc * H * W, xp, rows, cols, H, W, sw)
-        for g in range(0, offsets.size, 3):
-            t0, t1, t2 = offsets[g], offsets[g + 1], offsets[g + 2]
-            for t in range(flat):
-                s = 0.0 if g == 0 else acc[np.uint64(t)]
-                s += xp[np.uint64(t0 + t)]
-                s += xp[np.uint64(t1 + t)]
-                s += xp[np.uint64(t2 + t)]
-                acc[np.uint64(t)] = s
-        for i in range(oh):
-            o, a = (nc * oh + i) * ow, i * pw
-            for j in range(ow):
-                y[np.uint64(o + j)] = acc[np.uint64(a + j)] * inv_count[np.uint64(i * ow + j)]
+    runs = xp.shape[0]
+    for run in numba.prange(runs):
+        planes, sums = xp[run], acc[run]
+        for nc in range(run * NC // runs, (run + 1) * NC // runs):
+            _to_phase_planes(x, nc * H * W, planes, rows, cols, H, W, sw)
+            for g in range(0, offsets.size, 3):
+                t0, t1, t2 = offsets[g], offsets[g + 1], offsets[g + 2]
+                for t in range(flat):
+                    total = 0.0 if g == 0 else sums[np.uint64(t)]
+                    total += planes[np.uint64(t0 + t)]
+                    total += planes[np.uint64(t1 + t)]
+                    total += planes[np.uint64(t2 + t)]
+                    sums[np.uint64(t)] = total
+            for i in range(oh):
+                o, a = (nc * oh + i) * ow, i * pw
+                for j in range(ow):
+                    y[np.uint64(o + j)] = sums[np.uint64(a + j)] * inv_count[np.uint64(i * ow + j)]
 
 
 def _phase_plan(kind, dtype, nc, in_2d, kernel, strides, begin, dilations, out, ty, tx):
@@ -212,8 +220,10 @@ def _phase_plan(kind, dtype, nc, in_2d, kernel, strides, begin, dilations, out, 
     plane, flat = ph * pw, oh * pw
     fill_block = sh * sw * plane
     work = dtype if kind == MAX else np.dtype(np.float64)  # averages sum in float64, as _pool
-    xp = np.full(fill_block + flat, -np.inf if kind == MAX else 0.0, work)
-    acc = np.empty(flat, work)
+    # one set of planes and accumulators per run of channels; runs are what the threads take
+    runs = min(nc, 8 * numba.get_num_threads()) if blas.THREADED else 1
+    xp = np.full((runs, fill_block + flat), -np.inf if kind == MAX else 0.0, work)
+    acc = np.empty((runs, flat), work)
     rows = np.array([(r + pt) % sh * sw * plane + (r + pt) // sh * pw for r in range(H)], np.int64)
     cols = np.array([(j + pl) % sw * plane + (j + pl) // sw for j in range(sw)], np.int64)
     offsets = [((a * dh) % sh * sw + (b * dw) % sw) * plane + (a * dh) // sh * pw + (b * dw) // sw
