@@ -84,17 +84,19 @@ def _threadsafe_layer() -> bool:
 THREADED = AVAILABLE and _threadsafe_layer()
 
 
-def threaded_njit(fn):
+def threaded_njit(fn=None, **options):
     """numba.njit for a kernel whose outer loop is a numba.prange: parallel when THREADED,
     else compiled serially under another name. Numba's disk cache does not tell the two
     builds apart (its key is the signature and the CPU), so a process with the other
-    setting would load the wrong one."""
+    setting would load the wrong one. Other njit options pass through."""
+    if fn is None:
+        return lambda f: threaded_njit(f, **options)
     if THREADED:
-        return numba.njit(cache=True, nogil=True, parallel=True)(fn)
+        return numba.njit(cache=True, nogil=True, parallel=True, **options)(fn)
     serial = types_module.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
                                        fn.__defaults__, fn.__closure__)
     serial.__qualname__, serial.__doc__ = fn.__qualname__ + "_serial", fn.__doc__
-    return numba.njit(cache=True, nogil=True)(serial)
+    return numba.njit(cache=True, nogil=True, **options)(serial)
 
 
 def pin_one_thread() -> int:
@@ -226,55 +228,55 @@ def _gemm(parts, batch, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, l
         _blas_threads(previous)
 
 
+@numba.njit(inline="always")
 def _operand(x, rows, cols):
-    """(transpose flag, leading dimension, batch stride in elements) for a stack of
-    matrices that BLAS can read in place, or None."""
+    """(transpose flag, leading dimension, batch stride) in elements for a stack of
+    matrices that BLAS can read in place; flag 0 where it cannot."""
     item = x.itemsize
-    s = x.strides
-    rs, cs = s[-2] // item, s[-1] // item
-    batch = s[-3] // item if x.ndim == 3 else 0
-    if any(v % item for v in s):
-        return None
+    rs, cs = x.strides[x.ndim - 2] // item, x.strides[x.ndim - 1] // item
+    batch = x.strides[0] // item if x.ndim == 3 else 0
     if cs == 1 and (rs >= max(cols, 1) or rows == 1):
         return _NO_TRANS, max(rs, cols, 1), batch
     if rs == 1 and (cs >= max(rows, 1) or cols == 1):
         return _TRANS, max(cs, rows, 1), batch
-    return None
+    return 0, 0, 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _launch(a, b, c, alpha, beta, parts):
+    """Checks that a, b, c (2-D or 3-D, a 2-D operand broadcast over the batch) are a
+    product BLAS can do in place and runs it as _gemm; False where it cannot (the caller
+    then uses numpy). Compiled per array type; _gemm, the parallel part, once per dtype."""
+    m, k, n = a.shape[a.ndim - 2], a.shape[a.ndim - 1], b.shape[b.ndim - 1]
+    batch = c.shape[0] if c.ndim == 3 else 1
+    if b.shape[b.ndim - 2] != k or c.shape[c.ndim - 2] != m or c.shape[c.ndim - 1] != n or \
+            (a.ndim == 3 and a.shape[0] != batch) or (b.ndim == 3 and b.shape[0] != batch):
+        return False
+    ta, lda, sa = _operand(a, m, k)
+    tb, ldb, sb = _operand(b, k, n)
+    tc, ldc, sc = _operand(c, m, n)
+    if ta == 0 or tb == 0 or tc != _NO_TRANS or m == 0 or n == 0 or k == 0:
+        return False
+    _gemm(parts, batch, ta, tb, m, n, k, c.dtype.type(alpha), a.ctypes.data, lda, sa, b.ctypes.data, ldb, sb,
+          c.dtype.type(beta), c.ctypes.data, ldc, sc, c.itemsize)
+    return True
 
 
 # Products under this many multiply-adds (about 10 us on one core) go to numpy's matmul:
-# on one thread in a run (see pin_one_thread), and without the ~10 us of setting up a split.
+# on one thread in a run (see pin_one_thread), and without the cost of a parallel region.
 SMALL = 1 << 19
+_REALS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def matmul(a, b, out, alpha=1.0, beta=0.0):
     """out = alpha * a @ b + beta * out for float32/float64 2-D or 3-D operands (a 2-D one
     broadcast over the other's batch), out's rows contiguous; numpy does what this cannot."""
-    dtype = out.dtype
-    if not (AVAILABLE and dtype in (np.float32, np.float64) and a.dtype == dtype and b.dtype == dtype
-            and 2 <= out.ndim <= 3 and 2 <= a.ndim <= out.ndim and 2 <= b.ndim <= out.ndim):
-        return _numpy_matmul(a, b, out, alpha, beta)
-    m, k = a.shape[-2:]
-    n = b.shape[-1]
-    batch = out.shape[0] if out.ndim == 3 else 1
-    if batch * m * n * k < SMALL:
-        return _numpy_matmul(a, b, out, alpha, beta)
-    if b.shape[-2] != k or out.shape[-2:] != (m, n) or (a.ndim == 3 and a.shape[0] != batch) \
-            or (b.ndim == 3 and b.shape[0] != batch):
-        return _numpy_matmul(a, b, out, alpha, beta)
-    if m == 0 or n == 0:
+    if THREADED and out.dtype in _REALS and a.dtype == out.dtype and b.dtype == out.dtype \
+            and 2 <= out.ndim <= 3 and 2 <= a.ndim <= out.ndim and 2 <= b.ndim <= out.ndim \
+            and a.shape[-2] * a.shape[-1] * b.shape[-1] * (out.shape[0] if out.ndim == 3 else 1) >= SMALL \
+            and _launch(a, b, out, alpha, beta, numba.get_num_threads()):
         return out
-    if k == 0:
-        out *= beta
-        return out
-    ta, tb, tc = _operand(a, m, k), _operand(b, k, n), _operand(out, m, n)
-    if ta is None or tb is None or tc is None or tc[0] != _NO_TRANS:
-        return _numpy_matmul(a, b, out, alpha, beta)
-    real = np.float32 if dtype == np.float32 else np.float64
-    _gemm(numba.get_num_threads(), batch, ta[0], tb[0], m, n, k, real(alpha), a.ctypes.data, ta[1], ta[2],
-          b.ctypes.data, tb[1], tb[2], real(beta), out.ctypes.data, tc[1], tc[2],
-          dtype.itemsize)
-    return out
+    return _numpy_matmul(a, b, out, alpha, beta)
 
 
 def _numpy_matmul(a, b, out, alpha, beta):

@@ -6,6 +6,7 @@ import numba
 import numpy as np
 
 from ..errors import NotImplemented
+from . import blas
 from .base import Info, Op, broadcast_shapes, is_narrow_float, normalize_axis
 from .conv import compute_dtype
 from .registry import register
@@ -34,11 +35,11 @@ def _row_stats(x, base, n, eps):
 
 
 # reassoc lets LLVM vectorize the sums (no NaN/inf assumptions, unlike full fastmath)
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+@blas.threaded_njit(error_model="numpy", fastmath={"reassoc", "contract"})
 def _normalize_rows(x, y, mean, inv_std, n, eps):
     """x, y: (rows, n) flattened; y[r] = (x[r] - mean(x[r])) / sqrt(var(x[r]) + eps).
-    Unsigned indices: Numba skips its negative-index wraparound."""
-    for r in range(mean.size):
+    Unsigned indices: Numba skips its negative-index wraparound. Rows go to the threads."""
+    for r in numba.prange(mean.size):
         base = np.uint64(r * n)
         m, inv = _row_stats(x, base, n, eps)
         for j in range(np.uint64(n)):
@@ -47,11 +48,11 @@ def _normalize_rows(x, y, mean, inv_std, n, eps):
         inv_std[r] = inv
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+@blas.threaded_njit(error_model="numpy", fastmath={"reassoc", "contract"})
 def _layer_norm_rows(x, y, scale, bias, mean, inv_std, n, eps):
     """_normalize_rows with LayerNormalization's scale and bias (n values each) applied in
     the same pass, instead of two more numpy passes over y."""
-    for r in range(mean.size):
+    for r in numba.prange(mean.size):
         base = np.uint64(r * n)
         m, inv = _row_stats(x, base, n, eps)
         mf, invf = x.dtype.type(m), x.dtype.type(inv)

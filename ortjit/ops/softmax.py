@@ -53,11 +53,11 @@ class _AlongAxis(Op):
 # float32 uses the vectorizable exp (ortjit/codegen/cpu/vmath.py). A NaN anywhere in a row
 # makes its sum NaN, so the whole row is NaN, as with numpy.
 _ROWS_SOURCE = """
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={{"reassoc", "contract"}})
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={{"reassoc", "contract"}}, parallel={parallel})
 def kernel(x, y):
     rows, n = x.shape
-    acc = np.empty(16, x.dtype)
-    for r in range(rows):
+    for r in numba.prange(rows):
+        acc = np.empty(16, x.dtype)
         xr = x[r]
         yr = y[r]
         acc[:] = xr[0]
@@ -82,11 +82,13 @@ def kernel(x, y):
 """
 
 
-def _rows_kernel(dtype):
-    from ..codegen.cpu import HEADER, vmath
+def _rows_kernel(dtype, size):
+    """The rows kernel for `size` elements: on Numba's threads (rows split among them)
+    from the size at which generated elementwise loops go parallel."""
+    from ..codegen.cpu import HEADER, PARALLEL_MIN_ELEMENTS, vmath
     f32 = dtype == np.float32
     body = _ROWS_SOURCE.format(exp="_vexp" if f32 else "np.exp", zero="np.float32(0.0)" if f32 else "0.0",
-                              one="np.float32(1.0)" if f32 else "1.0")
+                              one="np.float32(1.0)" if f32 else "1.0", parallel=size >= PARALLEL_MIN_ELEMENTS)
     return codecache.load(f"softmax_rows_{dtype.name}", HEADER + (vmath.SOURCE if f32 else "") + body)
 
 
@@ -99,7 +101,7 @@ class Softmax(_AlongAxis):
         dtype = np.dtype(ctx.inputs[0].dtype)
         if inner != 1 or n == 0 or dtype not in (np.float32, np.float64):
             return super().kernel(ctx)
-        rows = _rows_kernel(dtype)
+        rows = _rows_kernel(dtype, outer * n)
 
         def run(x, y):
             if y.size:
