@@ -4,22 +4,29 @@ Why not numpy's matmul: it runs on OpenBLAS's own thread pool, whose workers spi
 while after every GEMM. Our Numba kernels (im2col, epilogues, pooling...) run on Numba's
 pool; the two pools fought over the cores (ResNet-50 b1 64 -> 270 ms with parallel
 loops), so our kernels had to stay serial. Here the GEMM itself is split into one piece
-per Numba thread, each calling numpy's bundled OpenBLAS (`scipy_openblas64_`, 64-bit
-integers) with OpenBLAS set to one thread for the duration of the call: all threading is
-Numba's, and every kernel may use it. One piece per thread runs as fast as OpenBLAS's
-two threads (0.88-1.1x on ResNet-50's GEMM shapes), and a parallel region costs about
-1.5 us to open on the OpenMP layer.
+per Numba thread, each a single-threaded BLAS call: all threading is Numba's, and every
+kernel may use it. A parallel region costs about 1.5 us to open on the OpenMP layer.
 
-The OpenBLAS functions are made known to LLVM under our own symbol names
+The BLAS: Intel MKL's sequential library where the `mkl` wheel is installed (x86-64), else
+numpy's bundled OpenBLAS (`scipy_openblas64_`), pinned to one thread during our calls.
+Measured on the 2-core AVX-512 machine, split in two: MKL 360-430 GFLOP/s on ResNet, BERT
+and MLP shapes, where OpenBLAS's own two threads give 250-350 (docs/performance.md). Both
+are called with 64-bit integers (MKL's ILP64 interface). ORTJIT_BLAS=openblas picks
+OpenBLAS; ORTJIT_THREADED_GEMM=0 turns all of this off (numpy's matmul, serial kernels).
+
+The BLAS functions are made known to LLVM under our own symbol names
 (`llvmlite.binding.add_symbol`), so the compiled kernel refers to a name, not an address,
-and Numba's on-disk cache stays valid across processes. Where numpy's BLAS is not
-OpenBLAS with 64-bit integers (another numpy build), `matmul` is numpy's matmul.
+and Numba's on-disk cache stays valid across processes. They are bound at the first
+product big enough to need them, so a model without one never loads MKL.
 """
 from __future__ import annotations
 
 import ctypes
 import glob
+import importlib
+import importlib.metadata
 import os
+import threading
 import types as types_module
 
 import llvmlite.binding as llvm
@@ -30,58 +37,110 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-_SYMBOLS = {"ortjit_sgemm": "scipy_cblas_sgemm64_", "ortjit_dgemm": "scipy_cblas_dgemm64_",
-            "ortjit_sgemv": "scipy_cblas_sgemv64_", "ortjit_dgemv": "scipy_cblas_dgemv64_",
-            "ortjit_blas_set_threads": "scipy_openblas_set_num_threads64_",
-            "ortjit_blas_get_threads": "scipy_openblas_get_num_threads64_"}
+_NAMES = ("ortjit_sgemm", "ortjit_dgemm", "ortjit_sgemv", "ortjit_dgemv")
+_OPENBLAS_NAMES = ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", "scipy_cblas_sgemv64_", "scipy_cblas_dgemv64_")
+_MKL_NAMES = ("cblas_sgemm", "cblas_dgemm", "cblas_sgemv", "cblas_dgemv")
+_MKL_ILP64, _MKL_SEQUENTIAL = 1, 1
 
 
-_threads_calls: list = []   # OpenBLAS's (get, set) thread-count functions, through ctypes
+def _openblas_path():
+    here = os.path.dirname(np.__file__)
+    found = glob.glob(os.path.join(here, os.pardir, "numpy.libs", "libscipy_openblas64_*")) + \
+        glob.glob(os.path.join(here, ".dylibs", "libscipy_openblas64_*"))
+    return found[0] if found else None
 
 
-def _bind_openblas() -> bool:
-    if os.environ.get("ORTJIT_THREADED_GEMM", "1") == "0":
-        return False
-    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "libscipy_openblas64_*"))
-    libs += glob.glob(os.path.join(os.path.dirname(np.__file__), ".dylibs", "libscipy_openblas64_*"))
-    for path in libs:
+def _mkl_path():
+    try:
+        files = importlib.metadata.files("mkl") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for f in files:
+        if f.name.startswith("libmkl_rt.so") or (f.name.startswith("mkl_rt") and f.name.endswith(".dll")):
+            path = str(f.locate())
+            if os.path.exists(path):
+                return path
+    return None
+
+
+def _choose():
+    """(backend name, library path) or (None, None), from what is installed; nothing loaded."""
+    wanted = os.environ.get("ORTJIT_BLAS", "").lower()
+    if os.environ.get("ORTJIT_THREADED_GEMM", "1") == "0" or wanted == "none":
+        return None, None
+    mkl = _mkl_path() if wanted in ("", "mkl") else None
+    if mkl:
+        return "mkl", mkl
+    openblas = _openblas_path()
+    return ("openblas", openblas) if openblas else (None, None)
+
+
+BACKEND, _PATH = _choose()
+_threads_calls: list = []   # numpy's OpenBLAS's (get, set) thread-count functions, through ctypes
+
+
+def _bind_openblas_threads():
+    path = _openblas_path()
+    if path:
         try:
             lib = ctypes.CDLL(path)
-            addresses = {ours: ctypes.cast(getattr(lib, theirs), ctypes.c_void_p).value
-                         for ours, theirs in _SYMBOLS.items()}
+            get, put = lib.scipy_openblas_get_num_threads64_, lib.scipy_openblas_set_num_threads64_
         except (OSError, AttributeError):
-            continue
-        for name, address in addresses.items():
-            llvm.add_symbol(name, address)
-        get, put = lib.scipy_openblas_get_num_threads64_, lib.scipy_openblas_set_num_threads64_
+            return
         get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
         _threads_calls.extend([get, put])
-        return True
-    return False
 
 
-AVAILABLE = _bind_openblas()
+_bind_openblas_threads()
+_bound: list = []
+_bind_lock = threading.Lock()
+
+
+def _bind() -> bool:
+    """Loads the chosen BLAS and gives its functions our symbol names, once; False (and
+    numpy from then on) if it cannot be loaded as we need it."""
+    with _bind_lock:
+        if not _bound:
+            _bound.append(_load_backend())
+    return _bound[0]
+
+
+def _load_backend() -> bool:
+    try:
+        lib = ctypes.CDLL(_PATH)
+        if BACKEND == "mkl":
+            # both settings hold only if MKL was not already in use in this process
+            if lib.MKL_Set_Interface_Layer(_MKL_ILP64) != _MKL_ILP64 or \
+                    lib.MKL_Set_Threading_Layer(_MKL_SEQUENTIAL) != _MKL_SEQUENTIAL:
+                return False
+        theirs = _MKL_NAMES if BACKEND == "mkl" else _OPENBLAS_NAMES
+        addresses = [ctypes.cast(getattr(lib, name), ctypes.c_void_p).value for name in theirs]
+    except (OSError, AttributeError):
+        return False
+    for name, address in zip(_NAMES, addresses):
+        llvm.add_symbol(name, address)
+    return True
 
 
 def _threadsafe_layer() -> bool:
     """Whether Numba has a threading layer that takes parallel calls from several Python
-    threads at once (sessions may run concurrently): OpenMP or TBB. Its 'workqueue'
-    fallback aborts the process on concurrent use, so without either our kernels stay
-    serial. A layer the user chose through NUMBA_THREADING_LAYER is left as it is."""
-    import importlib
-    for name in ("numba.np.ufunc.omppool", "numba.np.ufunc.tbbpool"):
+    threads at once (sessions may run concurrently): OpenMP (preferred: measured 3-10%
+    faster than TBB on the CNNs here) or TBB. Its 'workqueue' fallback aborts the process
+    on concurrent use, so without either our kernels stay serial. A layer the user chose
+    through NUMBA_THREADING_LAYER is left as it is."""
+    for layer in ("omp", "tbb"):
         try:
-            importlib.import_module(name)
+            importlib.import_module(f"numba.np.ufunc.{layer}pool")
         except ImportError:
             continue
         if "NUMBA_THREADING_LAYER" not in os.environ:
-            numba.config.THREADING_LAYER = "threadsafe"
+            numba.config.THREADING_LAYER = layer
         return numba.config.THREADING_LAYER in ("threadsafe", "omp", "tbb", "safe", "default")
     return False
 
 
 # Our kernels use Numba's threads (prange) only when the GEMMs run on them too.
-THREADED = AVAILABLE and _threadsafe_layer()
+THREADED = BACKEND is not None and _threadsafe_layer()
 
 
 def threaded_njit(fn=None, **options):
@@ -177,35 +236,21 @@ def _vector_piece(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
                         c + lo * ldc * itemsize, ldc)
 
 
-@intrinsic
-def _blas_threads(typingctx, count):
-    """Sets OpenBLAS's thread count to `count` (when > 0) and returns the previous one."""
-    def codegen(context, builder, signature, args):
-        get = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I32, []), "ortjit_blas_get_threads")
-        put = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [_I32]),
-                                             "ortjit_blas_set_threads")
-        previous = builder.call(get, [])
-        wanted = builder.trunc(args[0], _I32)
-        with builder.if_then(builder.icmp_signed(">", wanted, ir.Constant(_I32, 0))):
-            builder.call(put, [wanted])
-        return builder.sext(previous, _I64)
-    return types.int64(count), codegen
-
-
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _gemm(parts, batch, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b,
-          beta, c, ldc, stride_c, itemsize):
+          beta, c, ldc, stride_c, itemsize, rows_first):
     """C[i] = alpha * op(A[i]) @ op(B[i]) + beta * C[i] for i < batch, on addresses and
     element strides. Whole matrices go to the threads when there are enough; else each
-    matrix is cut along N (wide outputs) or M into `per` pieces."""
+    matrix is cut into `per` pieces: along M when rows_first (MKL: 1.0-1.15x faster than
+    along N on most ResNet, BERT and MLP shapes) and M has 32 rows a piece, else along N
+    for wide outputs (OpenBLAS)."""
     per = max(1, parts // batch)
     vector = m == 1 or n == 1
-    cut_n = n >= m or n >= 256 * per
+    cut_n = m < 32 * per if rows_first else (n >= m or n >= 256 * per)
     length = n if cut_n else m
     # pieces of whole 16-column (or 4-row) blocks, so that no thread gets a ragged sliver
     align = 16 if cut_n else 4
     piece = ((length + per - 1) // per + align - 1) // align * align
-    previous = _blas_threads(1)
     for unit in numba.prange(batch * per):
         i, p = unit // per, unit % per
         lo = p * piece
@@ -224,8 +269,6 @@ def _gemm(parts, batch, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, l
                 step_a = 1 if trans_a != _NO_TRANS else lda
                 _cblas_gemm(trans_a, trans_b, hi - lo, n, k, alpha, ai + lo * step_a * itemsize, lda, bi, ldb,
                             beta, ci + lo * ldc * itemsize, ldc)
-    if previous != 1:
-        _blas_threads(previous)
 
 
 @numba.njit(inline="always")
@@ -243,7 +286,7 @@ def _operand(x, rows, cols):
 
 
 @numba.njit(cache=True, nogil=True)
-def _launch(a, b, c, alpha, beta, parts):
+def _launch(a, b, c, alpha, beta, parts, rows_first):
     """Checks that a, b, c (2-D or 3-D, a 2-D operand broadcast over the batch) are a
     product BLAS can do in place and runs it as _gemm; False where it cannot (the caller
     then uses numpy). Compiled per array type; _gemm, the parallel part, once per dtype."""
@@ -258,7 +301,7 @@ def _launch(a, b, c, alpha, beta, parts):
     if ta == 0 or tb == 0 or tc != _NO_TRANS or m == 0 or n == 0 or k == 0:
         return False
     _gemm(parts, batch, ta, tb, m, n, k, c.dtype.type(alpha), a.ctypes.data, lda, sa, b.ctypes.data, ldb, sb,
-          c.dtype.type(beta), c.ctypes.data, ldc, sc, c.itemsize)
+          c.dtype.type(beta), c.ctypes.data, ldc, sc, c.itemsize, rows_first)
     return True
 
 
@@ -274,8 +317,15 @@ def matmul(a, b, out, alpha=1.0, beta=0.0):
     if THREADED and out.dtype in _REALS and a.dtype == out.dtype and b.dtype == out.dtype \
             and 2 <= out.ndim <= 3 and 2 <= a.ndim <= out.ndim and 2 <= b.ndim <= out.ndim \
             and a.shape[-2] * a.shape[-1] * b.shape[-1] * (out.shape[0] if out.ndim == 3 else 1) >= SMALL \
-            and _launch(a, b, out, alpha, beta, numba.get_num_threads()):
-        return out
+            and (_bound[0] if _bound else _bind()):
+        # OpenBLAS called from our threads must not start threads of its own
+        previous = pin_one_thread() if BACKEND == "openblas" else 0
+        try:
+            done = _launch(a, b, out, alpha, beta, numba.get_num_threads(), BACKEND == "mkl")
+        finally:
+            unpin(previous)
+        if done:
+            return out
     return _numpy_matmul(a, b, out, alpha, beta)
 
 
