@@ -131,14 +131,20 @@ ENABLED = os.environ.get("ORTJIT_WINOGRAD", "1") != "0"
 
 def worthwhile(n: int, c: int, m: int, out: list) -> bool:
     """Whether Winograd beats im2col + GEMM, from measurements on this 2-core AVX-512 machine
-    (/tmp-style microbenchmarks of both on ResNet/VGG/DenseNet layer shapes): its 16 GEMMs
-    have only C as their inner dimension and its transforms cost per channel, so it wins
-    from 128 input channels (0.7-0.8x the time at 256 and 512), and on large images where
-    im2col's buffer (9 C H W floats) outgrows the caches by far (0.77x for 64 channels at
-    224x224); at 64 channels of 56x56 it lost (1.1x), at 16 channels clearly (1.5x)."""
+    (one-Conv models timed both ways): its 16 GEMMs have only C as their inner dimension and
+    its transforms cost per channel. With the transforms and GEMMs on all threads
+    (blas.THREADED, MKL) it took 0.52-0.82x im2col's time from 128 channels (ResNet, VGG
+    shapes, 7x7 to 112x112), 0.70x at 64 channels of 56x56 and 0.90x at 96 of 28x28, but
+    1.13x at 64 channels of 13x13 and 1.18x at 32 of 56x56. Serial, it won only from 128
+    channels, and on large images where im2col's buffer (9 C H W floats) outgrows the caches
+    by far (0.77x for 64 channels at 224x224)."""
     tiles = n * -(-out[0] // 2) * -(-out[1] // 2)
     im2col_bytes = 9 * c * out[0] * out[1] * 4
-    return ENABLED and ((c >= (64 if blas.THREADED else 128) and m >= 32 and tiles >= 16) or (c >= 32 and im2col_bytes > 32 << 20))
+    if blas.THREADED:   # threaded transforms: from 64 channels on images of 100+ tiles
+        wide_enough = c >= 128 or (c >= 64 and tiles >= 100)
+    else:
+        wide_enough = c >= 128
+    return ENABLED and ((wide_enough and m >= 32 and tiles >= 16) or (c >= 32 and im2col_bytes > 32 << 20))
 
 
 def _planes(name: str, rows: int, cols: int, dtype):
