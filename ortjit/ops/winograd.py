@@ -40,19 +40,29 @@ def transform_weights(w: np.ndarray, dtype) -> np.ndarray:
 
 @blas.threaded_njit
 def _input_tiles(x, xp, v, dims):
-    """x: (N, C, H, W) flattened; xp: (N, C, Hp, Wp) scratch, zero outside the input;
-    v: 16 planes of (C, N * th * tw), `plane` elements apart. Unsigned indices: no
+    """x: (N, C, H, W) flattened; xp: (N, C, Hp, Wp) scratch, filled here: x's plane inside
+    zeros (the pads); v: 16 planes of (C, N * th * tw), `plane` elements apart. Each thread
+    pads a channel and transforms it while it is in its cache. Unsigned indices: no
     negative-index wraparound."""
     N, C, H, W, Hp, Wp, ph, pw, th, tw, plane = dims
-    for nc in numba.prange(N * C):
-        for r in range(H):
-            src, dst = np.uint64((nc * H + r) * W), np.uint64((nc * Hp + r + ph) * Wp + pw)
-            for k in range(W):
-                xp[dst + np.uint64(k)] = x[src + np.uint64(k)]
     T = N * th * tw
     plane = np.uint64(plane)
+    zero = xp.dtype.type(0)
     for nc in numba.prange(N * C):
         n, c = nc // C, nc % C
+        for r in range(Hp):
+            row = np.uint64((nc * Hp + r) * Wp)
+            if ph <= r < ph + H:
+                src = np.uint64((nc * H + r - ph) * W)
+                for k in range(pw):
+                    xp[row + np.uint64(k)] = zero
+                for k in range(W):
+                    xp[row + np.uint64(pw + k)] = x[src + np.uint64(k)]
+                for k in range(pw + W, Wp):
+                    xp[row + np.uint64(k)] = zero
+            else:
+                for k in range(Wp):
+                    xp[row + np.uint64(k)] = zero
         base = (n * C + c) * Hp * Wp
         out = np.uint64(c * T + n * th * tw)
         for i in range(th):
@@ -172,8 +182,7 @@ def make(n, c, h, w_in, m, out, begin, dtype, static_w=None):
 
     def run(x, w, bias, y):
         u = fixed_u if fixed_u is not None else transform_weights(w, dtype)
-        xp = scratch("winograd_padded", n * c * hp * wp, dtype)
-        xp.fill(0)   # shared scratch: the pads must be zeroed on every call
+        xp = scratch("winograd_padded", n * c * hp * wp, dtype)   # padded by _input_tiles
         v, v_mats, v_plane = _planes("winograd_tiles", c, tiles, dtype)
         mm, mm_mats, mm_plane = _planes("winograd_products", m, tiles, dtype)
         _input_tiles(np.ascontiguousarray(x, dtype).reshape(-1), xp, v,
