@@ -238,15 +238,14 @@ def _vector_piece(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _gemm(parts, batch, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b,
-          beta, c, ldc, stride_c, itemsize, rows_first):
+          beta, c, ldc, stride_c, itemsize):
     """C[i] = alpha * op(A[i]) @ op(B[i]) + beta * C[i] for i < batch, on addresses and
     element strides. Whole matrices go to the threads when there are enough; else each
-    matrix is cut into `per` pieces: along M when rows_first (MKL: 1.0-1.15x faster than
-    along N on most ResNet, BERT and MLP shapes) and M has 32 rows a piece, else along N
-    for wide outputs (OpenBLAS)."""
+    matrix is cut into `per` pieces along N (wide outputs) or M. Over the GEMMs of five
+    CNNs, cutting along M wherever M had 32 rows a piece took the same total time."""
     per = max(1, parts // batch)
     vector = m == 1 or n == 1
-    cut_n = m < 32 * per if rows_first else (n >= m or n >= 256 * per)
+    cut_n = n >= m or n >= 256 * per
     length = n if cut_n else m
     # pieces of whole 16-column (or 4-row) blocks, so that no thread gets a ragged sliver
     align = 16 if cut_n else 4
@@ -286,7 +285,7 @@ def _operand(x, rows, cols):
 
 
 @numba.njit(cache=True, nogil=True)
-def _launch(a, b, c, alpha, beta, parts, rows_first):
+def _launch(a, b, c, alpha, beta, parts):
     """Checks that a, b, c (2-D or 3-D, a 2-D operand broadcast over the batch) are a
     product BLAS can do in place and runs it as _gemm; False where it cannot (the caller
     then uses numpy). Compiled per array type; _gemm, the parallel part, once per dtype."""
@@ -301,7 +300,7 @@ def _launch(a, b, c, alpha, beta, parts, rows_first):
     if ta == 0 or tb == 0 or tc != _NO_TRANS or m == 0 or n == 0 or k == 0:
         return False
     _gemm(parts, batch, ta, tb, m, n, k, c.dtype.type(alpha), a.ctypes.data, lda, sa, b.ctypes.data, ldb, sb,
-          c.dtype.type(beta), c.ctypes.data, ldc, sc, c.itemsize, rows_first)
+          c.dtype.type(beta), c.ctypes.data, ldc, sc, c.itemsize)
     return True
 
 
@@ -321,7 +320,7 @@ def matmul(a, b, out, alpha=1.0, beta=0.0):
         # OpenBLAS called from our threads must not start threads of its own
         previous = pin_one_thread() if BACKEND == "openblas" else 0
         try:
-            done = _launch(a, b, out, alpha, beta, numba.get_num_threads(), BACKEND == "mkl")
+            done = _launch(a, b, out, alpha, beta, numba.get_num_threads())
         finally:
             unpin(previous)
         if done:
