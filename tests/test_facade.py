@@ -298,3 +298,31 @@ def test_concurrent_runs_of_one_session_give_each_caller_its_answer():
     for t in threads:
         t.join()
     assert not wrong
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
+def test_session_runs_in_a_process_forked_after_a_run():
+    """Servers fork workers from a parent that has loaded (and often run) the model. The
+    kernels' threads must survive that: GNU OpenMP kills such a child at its first parallel
+    kernel, which is why ops/blas.py prefers Numba's TBB layer."""
+    rng = np.random.default_rng(5)
+    c = 64
+    w = (rng.standard_normal((c, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["h"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 64, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w")])
+    sess = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+                                .SerializeToString())
+    x = rng.standard_normal((1, c, 64, 64)).astype(np.float32)
+    expected = sess.run(None, {"x": x})[0]
+    pid = os.fork()
+    if pid == 0:   # the child: exit status 0 only for the right answer
+        ok = False
+        try:
+            ok = np.allclose(sess.run(None, {"x": x})[0], expected, rtol=1e-5, atol=1e-5)
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child ended with status {status}"

@@ -5,7 +5,7 @@ while after every GEMM. Our Numba kernels (im2col, epilogues, pooling...) run on
 pool; the two pools fought over the cores (ResNet-50 b1 64 -> 270 ms with parallel
 loops), so our kernels had to stay serial. Here the GEMM itself is split into one piece
 per Numba thread, each a single-threaded BLAS call: all threading is Numba's, and every
-kernel may use it. A parallel region costs about 1.5 us to open on the OpenMP layer.
+kernel may use it. A parallel region costs a few microseconds to open.
 
 The BLAS: Intel MKL's sequential library where the `mkl` wheel is installed (x86-64), else
 numpy's bundled OpenBLAS (`scipy_openblas64_`), pinned to one thread during our calls.
@@ -122,16 +122,40 @@ def _load_backend() -> bool:
     return True
 
 
+def _import_pool(layer: str) -> None:
+    """Imports Numba's pool module for `layer`. TBB's needs libtbb.so.12, which the `tbb`
+    wheel (a dependency of mkl's) installs under sys.prefix/lib, off the loader's path:
+    loaded here first by its full path, the pool's own dependency then resolves to it."""
+    try:
+        importlib.import_module(f"numba.np.ufunc.{layer}pool")
+        return
+    except ImportError:
+        if layer != "tbb":
+            raise
+    try:
+        files = importlib.metadata.files("tbb") or []
+    except importlib.metadata.PackageNotFoundError:
+        raise ImportError("no TBB") from None
+    for f in files:
+        if f.name == "libtbb.so.12":
+            ctypes.CDLL(str(f.locate()), mode=ctypes.RTLD_GLOBAL)
+            importlib.import_module("numba.np.ufunc.tbbpool")
+            return
+    raise ImportError("no libtbb.so.12")
+
+
 def _threadsafe_layer() -> bool:
     """Whether Numba has a threading layer that takes parallel calls from several Python
-    threads at once (sessions may run concurrently): OpenMP (preferred: measured 3-10%
-    faster than TBB on the CNNs here) or TBB. Its 'workqueue' fallback aborts the process
-    on concurrent use, so without either our kernels stay serial. A layer the user chose
-    through NUMBA_THREADING_LAYER is left as it is."""
-    for layer in ("omp", "tbb"):
+    threads at once (sessions may run concurrently): TBB, else OpenMP. Its 'workqueue'
+    fallback aborts the process on concurrent use, so without either our kernels stay
+    serial. TBB first because it survives fork(): with GNU OpenMP, a child forked after
+    a run is killed at its first parallel kernel ("fork() called from a process already
+    using GNU OpenMP"), which servers that fork workers would meet. OpenMP measured 3-8%
+    faster on whole models here. A layer chosen through NUMBA_THREADING_LAYER is kept."""
+    for layer in ("tbb", "omp"):
         try:
-            importlib.import_module(f"numba.np.ufunc.{layer}pool")
-        except ImportError:
+            _import_pool(layer)
+        except (ImportError, OSError):
             continue
         if "NUMBA_THREADING_LAYER" not in os.environ:
             numba.config.THREADING_LAYER = layer
