@@ -172,7 +172,7 @@ class CompiledModel:
 
     # ---- looking inside
     def fused_groups(self) -> list[tuple[str, list[str]]]:
-        return [(n.name, [b.op_type for b in n.attributes["body"].value])
+        return [(n.name, ["Conv"] * (n.op_type == "FusedConv") + [b.op_type for b in n.attributes["body"].value])
                 for n in self.ir.graph if n.domain == "ortjit"]
 
     def kernel_sources(self) -> dict[str, str]:

@@ -73,8 +73,9 @@ def test_batchnorm_folding_keeps_results(bn_first):
     compiled = CompiledModel(m.SerializeToString())
     ops = [n.op_type for n in compiled.ir.graph]
     assert "BatchNormalization" not in ops, ops
-    if not bn_first:  # both BNs folded into the Convs; bias + residual + Relu are one loop after each
-        assert ops == ["Conv", "FusedElementwise", "Conv", "FusedElementwise"], ops
+    if not bn_first:  # both BNs folded into the Convs; bias + residual + Relu one loop run with each
+        assert ops == ["FusedConv", "FusedConv"], ops
+        assert [ops for _, ops in compiled.fused_groups()] == [["Conv", "Add", "Relu"], ["Conv", "Add", "Add", "Relu"]]
 
 
 def test_batchnorm_is_kept_at_level_zero_and_in_training_mode():

@@ -7,12 +7,14 @@ loops), so our kernels had to stay serial. Here the GEMM itself is split into on
 per Numba thread, each a single-threaded BLAS call: all threading is Numba's, and every
 kernel may use it. A parallel region costs a few microseconds to open.
 
-The BLAS: Intel MKL's sequential library where the `mkl` wheel is installed (x86-64), else
-numpy's bundled OpenBLAS (`scipy_openblas64_`), pinned to one thread during our calls.
-Measured on the 2-core AVX-512 machine, split in two: MKL 360-430 GFLOP/s on ResNet, BERT
-and MLP shapes, where OpenBLAS's own two threads give 250-350 (docs/performance.md). Both
-are called with 64-bit integers (MKL's ILP64 interface). ORTJIT_BLAS=openblas picks
-OpenBLAS; ORTJIT_THREADED_GEMM=0 turns all of this off (numpy's matmul, serial kernels).
+The BLAS: on Intel CPUs, Intel MKL's sequential library where the `mkl` wheel is installed
+(x86-64), else numpy's bundled OpenBLAS (`scipy_openblas64_`), pinned to one thread during
+our calls. Measured on a 2-core AVX-512 Xeon, split in two: MKL 360-430 GFLOP/s on ResNet,
+BERT and MLP shapes, where OpenBLAS's own two threads give 250-350; on a 2-core AMD EPYC
+with AVX-512, MKL 72-169 and OpenBLAS 136-190 on four ResNet shapes, three interleaved
+runs each (docs/performance.md). Both are called with
+64-bit integers (MKL's ILP64 interface). ORTJIT_BLAS=openblas or =mkl picks one;
+ORTJIT_THREADED_GEMM=0 turns all of this off (numpy's matmul, serial kernels).
 
 The BLAS functions are made known to LLVM under our own symbol names
 (`llvmlite.binding.add_symbol`), so the compiled kernel refers to a name, not an address,
@@ -63,12 +65,26 @@ def _mkl_path():
     return None
 
 
+def _intel_cpu() -> bool:
+    """Whether the CPU is Intel's. MKL runs generic code paths elsewhere: on an AMD EPYC
+    with AVX-512 its GEMMs measured 0.5-0.95x of OpenBLAS's (docs/performance.md)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return "GenuineIntel" in line
+    except OSError:
+        pass
+    return False
+
+
 def _choose():
-    """(backend name, library path) or (None, None), from what is installed; nothing loaded."""
+    """(backend name, library path) or (None, None), from what is installed and the CPU;
+    nothing loaded."""
     wanted = os.environ.get("ORTJIT_BLAS", "").lower()
     if os.environ.get("ORTJIT_THREADED_GEMM", "1") == "0" or wanted == "none":
         return None, None
-    mkl = _mkl_path() if wanted in ("", "mkl") else None
+    mkl = _mkl_path() if wanted == "mkl" or (wanted == "" and _intel_cpu()) else None
     if mkl:
         return "mkl", mkl
     openblas = _openblas_path()
@@ -260,20 +276,46 @@ def _vector_piece(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
                         c + lo * ldc * itemsize, ldc)
 
 
+@numba.njit(inline="always")
+def split(parts, batch, m, n):
+    """How a batch of m x n products is cut among `parts` threads: (pieces per matrix,
+    whether along N, piece length). Whole matrices go to the threads when there are
+    enough; else each matrix is cut into pieces along N (wide outputs) or M. Over the
+    GEMMs of five CNNs, cutting along M wherever M had 32 rows a piece took the same
+    total time. Pieces are whole 16-column (or 4-row) blocks, so that no thread gets a
+    ragged sliver. Piece p of a matrix covers [p * length, min(p * length + length, n or m))."""
+    per = max(1, parts // batch)
+    cut_n = n >= m or n >= 256 * per
+    total = n if cut_n else m
+    align = 16 if cut_n else 4
+    return per, cut_n, ((total + per - 1) // per + align - 1) // align * align
+
+
+@numba.njit(inline="always")
+def gemm_piece(a, b, c, i, image, cut_n, lo, hi):
+    """c[image] (rows or columns lo:hi, as `split` cut it) = a @ b[i]: a (M, K), b (batch,
+    K, N) and c (images, M, N), all C-contiguous float32 or float64."""
+    m, k, n = a.shape[0], a.shape[1], b.shape[2]
+    item = c.itemsize
+    bi = b.ctypes.data + i * k * n * item
+    ci = c.ctypes.data + image * m * n * item
+    one, zero = c.dtype.type(1), c.dtype.type(0)
+    if cut_n:
+        _cblas_gemm(_NO_TRANS, _NO_TRANS, m, hi - lo, k, one, a.ctypes.data, k, bi + lo * item, n,
+                    zero, ci + lo * item, n)
+    else:
+        _cblas_gemm(_NO_TRANS, _NO_TRANS, hi - lo, n, k, one, a.ctypes.data + lo * k * item, k, bi, n,
+                    zero, ci + lo * n * item, n)
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _gemm(parts, batch, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b,
           beta, c, ldc, stride_c, itemsize):
     """C[i] = alpha * op(A[i]) @ op(B[i]) + beta * C[i] for i < batch, on addresses and
-    element strides. Whole matrices go to the threads when there are enough; else each
-    matrix is cut into `per` pieces along N (wide outputs) or M. Over the GEMMs of five
-    CNNs, cutting along M wherever M had 32 rows a piece took the same total time."""
-    per = max(1, parts // batch)
+    element strides, cut among the threads as `split` says."""
+    per, cut_n, piece = split(parts, batch, m, n)
     vector = m == 1 or n == 1
-    cut_n = n >= m or n >= 256 * per
     length = n if cut_n else m
-    # pieces of whole 16-column (or 4-row) blocks, so that no thread gets a ragged sliver
-    align = 16 if cut_n else 4
-    piece = ((length + per - 1) // per + align - 1) // align * align
     for unit in numba.prange(batch * per):
         i, p = unit // per, unit % per
         lo = p * piece
@@ -332,6 +374,11 @@ def _launch(a, b, c, alpha, beta, parts):
 # on one thread in a run (see pin_one_thread), and without the cost of a parallel region.
 SMALL = 1 << 19
 _REALS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def ready(dtype) -> bool:
+    """Whether products of this dtype run on our threads (the BLAS bound, or bindable)."""
+    return THREADED and np.dtype(dtype) in _REALS and (_bound[0] if _bound else _bind())
 
 
 def matmul(a, b, out, alpha=1.0, beta=0.0):

@@ -197,6 +197,17 @@ class Conv(Op):
         return [Info((n, m, *out), np.dtype(ctx.inputs[0].dtype))]
 
     def kernel(self, ctx):
+        run = self.runner(ctx)
+
+        def conv(x, w, *rest):
+            run(x, w, rest[0] if len(rest) == 2 else None, rest[-1])
+        return conv
+
+    def runner(self, ctx, epilogue=None):
+        """run(x, w, bias, y, extras=()): the convolution into y. With an `epilogue`
+        (ops/fused_conv.py), y then holds the epilogue of the convolution and `extras`
+        (its other inputs): applied inside the GEMM's pieces where the convolution is one
+        GEMM per image (or one for all images), else as a loop after the convolution."""
         n, c, m, group, kernel, out, begin, end, strides, dilations = self._geometry(ctx)
         if len(kernel) > 3:
             raise ctx.fail("only 1-D, 2-D and 3-D convolutions are implemented", NotImplemented)
@@ -209,10 +220,17 @@ class Conv(Op):
                 winograd.worthwhile(n, c, m, out):
             w_info = ctx.inputs[1]
             wino = winograd.make(n, c, *x_shape[2:], m, out, begin, dtype, w_info.value if w_info.static else None)
+            if epilogue is None:
+                return lambda x, w, bias, y, extras=(): wino(x, w, bias, y)
 
-            def run_winograd(x, w, *rest):
-                wino(x, w, rest[0] if len(rest) == 2 else None, rest[-1])
+            def run_winograd(x, w, bias, y, extras=()):
+                product = scratch("conv_product", y.size, y.dtype).reshape(y.shape)
+                wino(x, w, bias, product)
+                epilogue.after(product, extras, y)
             return run_winograd
+        # the epilogue rides on the GEMM's pieces where the convolution is plain GEMMs
+        in_gemm = epilogue is not None and group == 1 and not depthwise and not half and \
+            epilogue.fits_gemm(n if pointwise else 1, m, cg * ksize, p)
         if depthwise:
             k2, s2, b2, d2 = (to_3d(v, f)[1:] for v, f in ((kernel, 1), (strides, 1), (begin, 0), (dilations, 1)))
             in2, out2 = to_3d(x_shape[2:], 1)[1:], to_3d(out, 1)[1:]
@@ -228,16 +246,23 @@ class Conv(Op):
             dims = (c, *to_3d(x_shape[2:], 1), *to_3d(out, 1))
             geo = (*to_3d(kernel, 1), *to_3d(strides, 1), *to_3d(begin, 0), *to_3d(dilations, 1))
 
-        def run(x, w, *rest):
-            y, bias = rest[-1], (rest[0] if len(rest) == 2 else None)
+        def run(x, w, bias, y, extras=()):
+            final = y
+            if epilogue is not None and not in_gemm:   # the product first, the epilogue after
+                y = scratch("conv_product", y.size, y.dtype).reshape(y.shape)
             if half:
                 x, w = x.astype(dtype), w.astype(dtype)
                 target, y = y, np.empty(y.shape, dtype)
             wg = w.reshape(group, mg, cg * ksize)
             yv = y.reshape(n, group, mg, p)
+            if in_gemm:
+                w2, y3 = np.ascontiguousarray(wg[0]), y.reshape(n, m, p)
+                ex3 = epilogue.gemm_inputs(extras)
             if depthwise:
                 _depthwise(np.ascontiguousarray(x).reshape(-1), xp, w.reshape(m, ksize), y.reshape(-1),
                            dw_dims, dw_geo, min(n * c, 8 * numba.get_num_threads()))
+            elif pointwise and in_gemm:
+                epilogue.gemm(w2, np.ascontiguousarray(x).reshape(n, cg, p), y3, 0, ex3)
             elif pointwise and group == 1:   # all images in one call: (mg, cg) @ (n, cg, p)
                 blas.matmul(wg[0], x.reshape(n, cg, p), yv.reshape(n, mg, p))
             elif pointwise:                    # an image's groups in one call
@@ -250,11 +275,17 @@ class Conv(Op):
                 cols_mat = cols.reshape(group, cg * ksize, p)
                 for i in range(n):
                     _im2col(x[i].reshape(-1), cols, dims, geo)
-                    blas.matmul(wg, cols_mat, yv[i])
+                    if in_gemm:
+                        epilogue.gemm(w2, cols_mat, y3, i, ex3)
+                    else:
+                        blas.matmul(wg, cols_mat, yv[i])
             if bias is not None:
                 y.reshape(n, m, p)[...] += bias.reshape(m, 1)
             if half:
                 target[...] = y
+                y = target
+            if epilogue is not None and not in_gemm:
+                epilogue.after(y, extras, final)
         return run
 
 

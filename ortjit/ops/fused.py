@@ -6,34 +6,37 @@ from .base import Info, NodeContext, Op
 from .registry import register
 
 
+def body_program(ctx: NodeContext, in_infos: list):
+    """The ScalarProgram of the node's `body` subgraph, whose inputs are described by
+    in_infos, and the Info of its result."""
+    from ..codegen.elementwise import ScalarProgram, Step
+    body = ctx.attr("body")
+    opsets = ctx.extra.get("opsets", {"": ctx.opset})
+    names = {v: f"x{k}" for k, v in enumerate(body.inputs)}
+    infos = dict(zip(body.inputs, in_infos))
+    program = ScalarProgram(list(names.values()), list(in_infos))
+    for t, node in enumerate(body):
+        op, opset = irutil.op_for(node, opsets)
+        ins = [infos[v] if v is not None else None for v in node.inputs]
+        nctx = irutil.context(node, opset, ins)
+        out = op.infer(nctx)[0]
+        v = node.outputs[0]
+        infos[v] = Info(out.shape, out.dtype)
+        names[v] = f"t{t}"
+        program.steps.append(Step(op, nctx, [names[x] if x is not None else None for x in node.inputs],
+                                  names[v], out.dtype))
+    root = body.outputs[0]
+    program.outputs = [names[root]]
+    program.out_dtypes = [infos[root].dtype]
+    return program, infos[root]
+
+
 @register("FusedElementwise", domain="ortjit")
 class FusedElementwise(Op):
-    def _program(self, ctx: NodeContext):
-        from ..codegen.elementwise import ScalarProgram, Step
-        body = ctx.attr("body")
-        opsets = ctx.extra.get("opsets", {"": ctx.opset})
-        names = {v: f"x{k}" for k, v in enumerate(body.inputs)}
-        infos = dict(zip(body.inputs, ctx.inputs))
-        program = ScalarProgram(list(names.values()), list(ctx.inputs))
-        for t, node in enumerate(body):
-            op, opset = irutil.op_for(node, opsets)
-            ins = [infos[v] if v is not None else None for v in node.inputs]
-            nctx = irutil.context(node, opset, ins)
-            out = op.infer(nctx)[0]
-            v = node.outputs[0]
-            infos[v] = Info(out.shape, out.dtype)
-            names[v] = f"t{t}"
-            program.steps.append(Step(op, nctx, [names[x] if x is not None else None for x in node.inputs],
-                                      names[v], out.dtype))
-        root = body.outputs[0]
-        program.outputs = [names[root]]
-        program.out_dtypes = [infos[root].dtype]
-        return program, infos[root]
-
     def infer(self, ctx):
-        return [self._program(ctx)[1]]
+        return [body_program(ctx, ctx.inputs)[1]]
 
     def kernel(self, ctx):
         from ..codegen.cpu import ElementwiseKernel
-        program, out = self._program(ctx)
+        program, out = body_program(ctx, ctx.inputs)
         return ElementwiseKernel(program, out.shape, [i.shape for i in ctx.inputs])

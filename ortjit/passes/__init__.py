@@ -2,7 +2,8 @@
 
 Levels follow ONNX Runtime's GraphOptimizationLevel: 0 disables everything, 1 (basic)
 folds constants, removes dead nodes and folds BatchNormalization into the Conv before it,
-2 and above also move Conv biases into epilogues and fuse elementwise chains.
+2 and above also move Conv biases into epilogues, fuse elementwise chains and run a Conv's
+fused loop on the Conv's GEMM pieces (ortjit.FusedConv).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass, TopologicalSortPass
 
 from .constant_folding import ConstantFoldingPass
+from .conv_epilogue import ConvEpiloguePass
 from .conv_folding import ConvBatchNormPass, ConvBiasEpiloguePass
 from .elementwise_fusion import ElementwiseFusionPass
 
@@ -22,7 +24,7 @@ def pipeline(level: int = ALL, steps: int = 10) -> list:
     if level >= BASIC:
         passes += [ConstantFoldingPass(), RemoveUnusedNodesPass(), ConvBatchNormPass()]
     if level >= EXTENDED:
-        passes += [ConvBiasEpiloguePass(), ElementwiseFusionPass()]
+        passes += [ConvBiasEpiloguePass(), ElementwiseFusionPass(), ConvEpiloguePass()]
     return passes
 
 

@@ -1,0 +1,72 @@
+"""A GEMM whose output tiles get an elementwise epilogue while they are still in cache.
+
+C[image] = A @ B[i] is cut among Numba's threads as ops/blas.py's `split` says; each
+thread runs its piece's BLAS call and then the fused elementwise program (bias, scale and
+shift, residual Add, activation...) over that piece's rows and columns, in place. One
+parallel region instead of two (each a wake-up of the thread team), and no second pass
+over the output through memory.
+
+The output is seen as (images, M, N): for a Conv, images x channels x pixels. Every other
+input of the program is given as a 3-D array whose dims are either full or 1 (broadcast),
+so the source depends on the broadcast pattern, not on the sizes.
+"""
+from __future__ import annotations
+
+from . import F16_HELPER, HEADER, vmath
+from ..elementwise import ScalarProgram
+
+# Part of every generated source: a change to blas.py's piece functions that changes
+# their meaning must bump this, so that cached kernels built against the old ones (the
+# disk cache keys on this file's text only) are not reused.
+BLAS_PIECES_VERSION = 1
+
+
+def render_gemm_epilogue(program: ScalarProgram, product_at: int, patterns: list[tuple]) -> str:
+    """The kernel(parts, image0, a, b, c, in...) source. program.inputs[product_at] is the
+    product's element; patterns[j] tells for input j (the others, in order) which of
+    (image, row, column) it varies along."""
+    used = []
+
+    def rewrite(expr):   # float32 exp/tanh/erf as vectorizable code (see vmath.py)
+        expr, changed = vmath.vectorize(expr)
+        used.append(changed)
+        return expr
+
+    others = [j for j in range(len(program.inputs)) if j != product_at]
+    args = ", ".join(["parts", "image0", "a", "b", "c"] + [f"in{j}" for j in others])
+    lines = [f"# GEMM pieces: ortjit.ops.blas, version {BLAS_PIECES_VERSION}",
+             "from ortjit.ops.blas import gemm_piece, split", "",
+             "",
+             "@numba.njit(cache=True, nogil=True, parallel=True, error_model='numpy')",
+             f"def kernel({args}):",
+             "    batch, m, n = b.shape[0], a.shape[0], b.shape[2]",
+             "    per, cut_n, piece = split(parts, batch, m, n)",
+             "    length = n if cut_n else m",
+             "    for unit in numba.prange(batch * per):",
+             "        i = unit // per",
+             "        lo = (unit % per) * piece",
+             "        hi = min(length, lo + piece)",
+             "        if hi <= lo:",
+             "            continue",
+             "        img = image0 + i",
+             "        gemm_piece(a, b, c, i, img, cut_n, lo, hi)",
+             "        r0, r1, c0, c1 = (0, m, lo, hi) if cut_n else (lo, hi, 0, n)",
+             "        for i1 in range(r0, r1):",
+             "            row = c[img, i1, c0:c1]"]
+    # per row: inputs that vary along pixels as row views (the inner loop indexes them
+    # from 0, so Numba adds no wraparound checks and LLVM vectorizes it), the others as
+    # scalars read once
+    inner = [f"{program.inputs[product_at]} = row[i2]"]
+    for j, (images, channels, pixels) in zip(others, patterns):
+        at = ", ".join(["img" if images else "0", "i1" if channels else "0"])
+        if pixels:
+            lines.append(f"            in{j}_row = in{j}[{at}, c0:c1]")
+            inner.append(f"{program.inputs[j]} = in{j}_row[i2]")
+        else:
+            lines.append(f"            {program.inputs[j]} = in{j}[{at}, 0]")
+    lines.append("            for i2 in range(c1 - c0):")
+    inner += program.body_lines(compiled=True, rewrite_f32=rewrite)
+    inner.append(f"row[i2] = {program.outputs[0]}")
+    lines += ["                " + line for line in inner]
+    header = HEADER + (F16_HELPER if program.uses_float16() else "") + (vmath.SOURCE if any(used) else "")
+    return header + "\n".join(lines) + "\n"
