@@ -288,12 +288,24 @@ def _assign_buffers(plan: Plan) -> None:
                 if i is not None:
                     last_use[i] = max(last_use.get(i, 0), end)
     outputs = set(plan.output_slots)
+    views, in_place = _concat_views(plan, outputs)
     free: list = []   # raw uint8 blocks not holding a live value
     held: dict = {}   # slot -> block
     total = 0
     for k, step in enumerate(plan.steps):
         if step.mode == "write":
             for o, info in zip(step.outs, step.out_infos):
+                if o in views:   # written straight into its part of a Concat's output
+                    c, offset, c_info = views[o]
+                    if c not in held:
+                        need = int(np.prod(c_info.shape, dtype=np.int64)) * np.dtype(c_info.dtype).itemsize
+                        fits = [j for j, b in enumerate(free) if b.nbytes >= need]
+                        held[c] = free.pop(min(fits, key=lambda j: free[j].nbytes)) if fits else np.empty(need, np.uint8)
+                        total += 0 if fits else need
+                        plan.template[c] = held[c][:need].view(c_info.dtype).reshape(c_info.shape)
+                    nbytes = int(np.prod(info.shape, dtype=np.int64)) * np.dtype(info.dtype).itemsize
+                    plan.template[o] = held[c][offset:offset + nbytes].view(info.dtype).reshape(info.shape)
+                    continue
                 if o in outputs or o in held:
                     continue
                 if np.dtype(info.dtype) == object:  # references cannot live in a byte arena
@@ -313,6 +325,48 @@ def _assign_buffers(plan: Plan) -> None:
             if last_use.get(s, n) <= k:
                 free.append(held.pop(s))
     plan.arena_bytes = total
+    plan.steps = [step for k, step in enumerate(plan.steps) if k not in in_place]
+    plan.stats["concats_in_place"] = len(in_place)
+
+
+def _concat_views(plan: Plan, outputs: set) -> tuple[dict, set]:
+    """Concats that need not copy: where the concatenated parts lie one after the other in
+    the output's memory (nothing but size-1 dims before the axis: a batch-1 channel Concat)
+    and each part is written by a kernel for this Concat alone, those kernels write into
+    views of the output and the Concat step goes. Returns ({part's slot: (Concat's output
+    slot, byte offset, the output's Info)}, indices of the Concat steps that go)."""
+    made_by = {o: k for k, step in enumerate(plan.steps) for o in step.outs}
+    reads: dict = {}
+    for step in plan.steps:
+        for i in step.ins:
+            if i is not None:
+                reads[i] = reads.get(i, 0) + 1
+    inputs = set(plan.input_slots)
+    views, in_place = {}, set()
+    for k, step in enumerate(plan.steps):
+        axis = getattr(step.fn, "concat_axis", None)
+        if axis is None or step.mode != "write" or step.outs[0] in outputs:
+            continue
+        info = step.out_infos[0]
+        if np.dtype(info.dtype) == object or int(np.prod(info.shape[:axis], dtype=np.int64)) != 1 or \
+                None in step.ins or len(set(step.ins)) != len(step.ins):
+            continue
+        parts = []
+        for i in step.ins:
+            p = made_by.get(i)
+            maker = plan.steps[p] if p is not None else None
+            if maker is None or maker.mode != "write" or reads.get(i) != 1 or i in outputs or i in inputs or \
+                    i in views or getattr(maker.fn, "concat_axis", None) is not None:
+                break
+            parts.append(maker.out_infos[maker.outs.index(i)])
+        else:
+            row = int(np.prod(info.shape[axis + 1:], dtype=np.int64)) * np.dtype(info.dtype).itemsize
+            offset = 0
+            for i, part in zip(step.ins, parts):
+                views[i] = (step.outs[0], offset, info)
+                offset += part.shape[axis] * row
+            in_place.add(k)
+    return views, in_place
 
 
 class PlanCache:

@@ -72,6 +72,8 @@ class Concat(Op):
 
         def concat(*args):
             np.concatenate(args[:n], axis=axis, out=args[n])
+        # the plan may give the inputs' producers views of the output instead (plan.py)
+        concat.concat_axis = axis
         return concat
 
 

@@ -1,0 +1,71 @@
+"""Concat without a copy: where the parts lie one after the other in the output (a batch-1
+channel Concat) and each is made by a kernel for the Concat alone, the plan has those
+kernels write into views of the output and drops the Concat step. Results must not change."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+import onnxruntime as ort
+from tests.util import make_model, reference
+
+RNG = np.random.default_rng(5)
+
+
+def branches_model(batch, extra_reader=False, with_input=False):
+    """Two conv branches (1x1 and 3x3, each with ReLU) and a max pool, concatenated along
+    channels, then a Sigmoid; extra_reader: the pool's result is also a graph output;
+    with_input: the graph input itself is a part."""
+    inits = {"w1": RNG.standard_normal((6, 4, 1, 1)).astype(np.float32),
+             "w3": RNG.standard_normal((5, 4, 3, 3)).astype(np.float32),
+             "b3": RNG.standard_normal(5).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"]), helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["x", "w3", "b3"], ["c3"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c3"], ["r3"]),
+             helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["r1", "r3", "p"] + (["x"] if with_input else []), ["cat"], axis=1),
+             helper.make_node("Sigmoid", ["cat"], ["y"])]
+    outputs = ["y", "p"] if extra_reader else ["y"]
+    model = make_model(nodes, {"x": np.zeros((batch, 4, 9, 9), np.float32)}, outputs, inits, opset=17)
+    if extra_reader:
+        model.graph.output[1].CopyFrom(helper.make_tensor_value_info("p", TensorProto.FLOAT, None))
+    return model, {"x": RNG.standard_normal((batch, 4, 9, 9)).astype(np.float32)}
+
+
+def run(model, feed):
+    sess = ort.InferenceSession(model.SerializeToString())
+    got = sess.run(None, feed)
+    for _ in range(2):   # the buffers are reused run after run
+        again = sess.run(None, feed)
+        for a, b in zip(got, again):
+            np.testing.assert_array_equal(a, b)
+    for g, e in zip(got, reference(model, feed)):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+    (plan,) = sess._sess.plans.values()
+    return plan
+
+
+def test_batch_one_channel_concat_is_written_in_place():
+    plan = run(*branches_model(1))
+    assert plan.stats["concats_in_place"] == 1
+    assert "Concat" not in [s.op_type for s in plan.steps]
+
+
+@pytest.mark.parametrize("case", ["batch_two", "part_also_an_output", "graph_input_as_part"])
+def test_concat_copies_where_views_would_not_do(case):
+    model, feed = branches_model(2 if case == "batch_two" else 1, extra_reader=case == "part_also_an_output",
+                                 with_input=case == "graph_input_as_part")
+    plan = run(model, feed)
+    assert plan.stats["concats_in_place"] == 0
+    assert "Concat" in [s.op_type for s in plan.steps]
+
+
+def test_in_place_concat_under_the_profiler():
+    model, feed = branches_model(1)
+    so = ort.SessionOptions()
+    so.enable_profiling = True
+    sess = ort.InferenceSession(model.SerializeToString(), so)
+    want = reference(model, feed)[0]
+    for _ in range(2):
+        np.testing.assert_allclose(sess.run(None, feed)[0], want, rtol=1e-5, atol=1e-5)
