@@ -288,39 +288,38 @@ def _assign_buffers(plan: Plan) -> None:
                 if i is not None:
                     last_use[i] = max(last_use.get(i, 0), end)
     outputs = set(plan.output_slots)
-    views, in_place = _concat_views(plan, outputs)
+    views, in_place, infos = _concat_views(plan, outputs)
+    for slot, (root, _) in views.items():   # the Concat's buffer lives while any part is read
+        last_use[root] = max(last_use.get(root, 0), last_use.get(slot, 0))
     free: list = []   # raw uint8 blocks not holding a live value
     held: dict = {}   # slot -> block
     total = 0
+
+    def block_for(need):
+        nonlocal total
+        fits = [j for j, b in enumerate(free) if b.nbytes >= need]
+        if fits:  # the smallest free block that fits (by position: arrays do not compare with ==)
+            return free.pop(min(fits, key=lambda j: free[j].nbytes))
+        total += need
+        return np.empty(need, np.uint8)
+
     for k, step in enumerate(plan.steps):
         if step.mode == "write":
             for o, info in zip(step.outs, step.out_infos):
-                if o in views:   # written straight into its part of a Concat's output
-                    c, offset, c_info = views[o]
-                    if c not in held:
-                        need = int(np.prod(c_info.shape, dtype=np.int64)) * np.dtype(c_info.dtype).itemsize
-                        fits = [j for j, b in enumerate(free) if b.nbytes >= need]
-                        held[c] = free.pop(min(fits, key=lambda j: free[j].nbytes)) if fits else np.empty(need, np.uint8)
-                        total += 0 if fits else need
-                        plan.template[c] = held[c][:need].view(c_info.dtype).reshape(c_info.shape)
-                    nbytes = int(np.prod(info.shape, dtype=np.int64)) * np.dtype(info.dtype).itemsize
-                    plan.template[o] = held[c][offset:offset + nbytes].view(info.dtype).reshape(info.shape)
-                    continue
-                if o in outputs or o in held:
+                root = views[o][0] if o in views else o
+                if root in outputs or root in held:
                     continue
                 if np.dtype(info.dtype) == object:  # references cannot live in a byte arena
                     plan.template[o] = np.empty(info.shape, object)
                     continue
-                need = max(int(np.prod(info.shape, dtype=np.int64)) * np.dtype(info.dtype).itemsize, 1)
-                fits = [j for j, b in enumerate(free) if b.nbytes >= need]
-                if fits:  # the smallest free block that fits (by position: arrays do not compare with ==)
-                    block = free.pop(min(fits, key=lambda j: free[j].nbytes))
-                else:
-                    block = np.empty(need, np.uint8)
-                    total += need
-                held[o] = block
-                count = int(np.prod(info.shape, dtype=np.int64))
-                plan.template[o] = block[:count * np.dtype(info.dtype).itemsize].view(info.dtype).reshape(info.shape)
+                if root is not o or root in infos:   # a Concat's output and the views of its parts
+                    held[root] = block = block_for(_nbytes(infos[root]))
+                    for slot in [root] + [v for v, (r, _) in views.items() if r == root]:
+                        start = views[slot][1] if slot in views else 0
+                        plan.template[slot] = _view(block, start, infos[slot])
+                    continue
+                held[o] = block = block_for(_nbytes(info))
+                plan.template[o] = _view(block, 0, info)
         for s in list(held):
             if last_use.get(s, n) <= k:
                 free.append(held.pop(s))
@@ -329,23 +328,32 @@ def _assign_buffers(plan: Plan) -> None:
     plan.stats["concats_in_place"] = len(in_place)
 
 
-def _concat_views(plan: Plan, outputs: set) -> tuple[dict, set]:
+def _nbytes(info: Info) -> int:
+    return max(int(np.prod(info.shape, dtype=np.int64)) * np.dtype(info.dtype).itemsize, 1)
+
+
+def _view(block: np.ndarray, start: int, info: Info) -> np.ndarray:
+    count = int(np.prod(info.shape, dtype=np.int64))
+    return block[start:start + count * np.dtype(info.dtype).itemsize].view(info.dtype).reshape(info.shape)
+
+
+def _concat_views(plan: Plan, outputs: set) -> tuple[dict, set, dict]:
     """Concats that need not copy: where the concatenated parts lie one after the other in
     the output's memory (nothing but size-1 dims before the axis: a batch-1 channel Concat)
-    and each part is written by a kernel for this Concat alone, those kernels write into
-    views of the output and the Concat step goes. Returns ({part's slot: (Concat's output
-    slot, byte offset, the output's Info)}, indices of the Concat steps that go)."""
+    and each part is written by a kernel (or is itself such a Concat: DenseNet's blocks
+    concatenate the previous Concat with one more layer), those kernels write into views of
+    the output and the Concat step goes. A part may have other readers: the output's buffer
+    then lives as long as they need it. Returns ({part's slot: (the outermost Concat's
+    output slot, byte offset in it)}, indices of the Concat steps that go, {slot: Info}
+    of every slot involved)."""
     made_by = {o: k for k, step in enumerate(plan.steps) for o in step.outs}
-    reads: dict = {}
-    for step in plan.steps:
-        for i in step.ins:
-            if i is not None:
-                reads[i] = reads.get(i, 0) + 1
     inputs = set(plan.input_slots)
-    views, in_place = {}, set()
-    for k, step in enumerate(plan.steps):
+    views, in_place, infos = {}, set(), {}
+    for k in reversed(range(len(plan.steps))):   # outer Concats first: inner ones nest in them
+        step = plan.steps[k]
         axis = getattr(step.fn, "concat_axis", None)
-        if axis is None or step.mode != "write" or step.outs[0] in outputs:
+        out = step.outs[0] if step.outs else None
+        if axis is None or step.mode != "write" or out in outputs:
             continue
         info = step.out_infos[0]
         if np.dtype(info.dtype) == object or int(np.prod(info.shape[:axis], dtype=np.int64)) != 1 or \
@@ -355,18 +363,20 @@ def _concat_views(plan: Plan, outputs: set) -> tuple[dict, set]:
         for i in step.ins:
             p = made_by.get(i)
             maker = plan.steps[p] if p is not None else None
-            if maker is None or maker.mode != "write" or reads.get(i) != 1 or i in outputs or i in inputs or \
-                    i in views or getattr(maker.fn, "concat_axis", None) is not None:
+            if maker is None or maker.mode != "write" or i in outputs or i in inputs or i in views:
                 break
             parts.append(maker.out_infos[maker.outs.index(i)])
         else:
+            root, base = views.get(out, (out, 0))
+            infos[out] = info
             row = int(np.prod(info.shape[axis + 1:], dtype=np.int64)) * np.dtype(info.dtype).itemsize
-            offset = 0
+            offset = base
             for i, part in zip(step.ins, parts):
-                views[i] = (step.outs[0], offset, info)
+                views[i] = (root, offset)
+                infos[i] = part
                 offset += part.shape[axis] * row
             in_place.add(k)
-    return views, in_place
+    return views, in_place, infos
 
 
 class PlanCache:

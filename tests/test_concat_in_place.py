@@ -69,3 +69,33 @@ def test_in_place_concat_under_the_profiler():
     want = reference(model, feed)[0]
     for _ in range(2):
         np.testing.assert_allclose(sess.run(None, feed)[0], want, rtol=1e-5, atol=1e-5)
+
+
+def dense_block_model():
+    """DenseNet's pattern: each layer reads the Concat so far and the next Concat appends
+    its result to it, so parts have other readers and Concats nest."""
+    inits = {f"w{k}": (RNG.standard_normal((4, 4 * (k or 1), 3, 3)) * 0.3).astype(np.float32) for k in range(3)}
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c0"], ["stem"]),
+             helper.make_node("Conv", ["stem", "w1"], ["c1"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["l1"]),
+             helper.make_node("Concat", ["stem", "l1"], ["cat1"], axis=1),
+             helper.make_node("Sigmoid", ["cat1"], ["s1"]),
+             helper.make_node("Conv", ["s1", "w2"], ["c2"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c2"], ["l2"]),
+             helper.make_node("Concat", ["cat1", "l2"], ["cat2"], axis=1),
+             helper.make_node("ReduceMean", ["cat2"], ["m2"], axes=[1]),
+             # made after cat2's last reader, in a buffer that must not be cat2's: stem is read after it
+             helper.make_node("Conv", ["x", "w3"], ["c3"], pads=[1, 1, 1, 1]),
+             helper.make_node("MaxPool", ["c3"], ["p3"], kernel_shape=[1, 1]),
+             helper.make_node("Add", ["p3", "stem"], ["a3"]), helper.make_node("Add", ["a3", "m2"], ["y"])]
+    inits["w3"] = (RNG.standard_normal((4, 4, 3, 3)) * 0.3).astype(np.float32)
+    inits["w1"] = (RNG.standard_normal((4, 4, 3, 3)) * 0.3).astype(np.float32)
+    inits["w2"] = (RNG.standard_normal((4, 8, 3, 3)) * 0.3).astype(np.float32)
+    model = make_model(nodes, {"x": np.zeros((1, 4, 8, 8), np.float32)}, ["y"], inits, opset=17)
+    return model, {"x": RNG.standard_normal((1, 4, 8, 8)).astype(np.float32)}
+
+
+def test_nested_concats_and_parts_read_elsewhere_share_one_buffer():
+    # "stem" is read by a Conv and the last Add too, "cat1" by the Sigmoid: the buffer of
+    # cat2 must hold them until then
+    plan = run(*dense_block_model())
+    assert plan.stats["concats_in_place"] == 2
+    assert "Concat" not in [s.op_type for s in plan.steps]
