@@ -198,7 +198,7 @@ def test_normalize_matches_numpy(kind):
     np.testing.assert_allclose(out, x / np.where(norm == 0, np.float32(1), norm), rtol=1e-6)
 
 
-@pytest.mark.parametrize("rows", [1, 37])
+@pytest.mark.parametrize("rows", [1, 37, 300])   # 300: runs of rows on Numba's threads (THREADED_ROWS)
 @pytest.mark.parametrize("transform", ["NONE", "SOFTMAX", "LOGISTIC"])
 def test_many_tree_classifier_and_regressor_against_reference(rows, transform):
     rng = np.random.default_rng(7)
@@ -212,3 +212,18 @@ def test_many_tree_classifier_and_regressor_against_reference(rows, transform):
     r = random_forest(rng, 21, 6, 2, depth=5, modes=["BRANCH_LEQ", "BRANCH_LT"])
     same(ml_model("TreeEnsembleRegressor", {"x": x}, ["y"], n_targets=2, aggregate_function="AVERAGE",
                   base_values=[1.0, -1.0], **r), {"x": x})
+
+
+def test_threaded_walk_gives_the_serial_walks_scores():
+    rng = np.random.default_rng(3)
+    attrs = random_forest(rng, 40, 5, 3, depth=7, modes=["BRANCH_LEQ", "BRANCH_GT"])
+    x = rng.standard_normal((1000, 5)).astype(np.float32)
+    ctx = _ctx({**attrs, "n_targets": 3}, x)
+    trees = ml_trees.Trees(ctx, ml_trees._forest_v3(ctx, "target", 3)[0], 3, 1)
+    scores, has = trees.scores(x)
+    serial_scores, serial_has = np.zeros_like(scores), np.zeros_like(has)
+    ml_trees._walk_blocks(x, *trees.walk.args(), 1, serial_scores, serial_has)
+    from ortjit.ops import blas
+    assert trees.runs > 1 or not blas.THREADED
+    np.testing.assert_array_equal(scores, serial_scores)
+    np.testing.assert_array_equal(has, serial_has)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from . import blas
 from .base import Info, Op
 from .ml_linear import TRANSFORM_CODES, TRANSFORMS, _batch, _probit, post_rows
 from .registry import register
@@ -231,6 +232,22 @@ def _walk_blocks(x, blocks, nodes, threshold, leq, leaf_start, leaf_target, leaf
                 _add_leaf(scores, has, r, i, leaf_start, leaf_target, leaf_weight, aggregate)
 
 
+@blas.threaded_njit
+def _walk_blocks_threaded(x, blocks, nodes, threshold, leq, leaf_start, leaf_target, leaf_weight, aggregate,
+                          scores, has, runs):
+    """_walk_blocks over `runs` runs of rows on Numba's threads: rows are independent."""
+    n = x.shape[0]
+    for run in numba.prange(runs):
+        lo, hi = run * n // runs, (run + 1) * n // runs
+        _walk_blocks(x[lo:hi], blocks, nodes, threshold, leq, leaf_start, leaf_target, leaf_weight, aggregate,
+                     scores[lo:hi], has[lo:hi])
+
+
+# From how many rows a walk runs on Numba's threads: a parallel region costs microseconds,
+# which batch-1 calls (about 10 us in all) cannot afford.
+THREADED_ROWS = 64
+
+
 def _floats(ctx, name, required=False):
     """A float attribute list or its `_as_tensor` twin (opset 3), as float64; None if neither."""
     v = ctx.attr(f"{name}_as_tensor")
@@ -418,6 +435,9 @@ class Trees:
         self.ctx, self.forest = ctx, forest
         self.half = np.dtype(ctx.inputs[0].dtype) == np.float16   # Numba has no float16: as float32, exactly
         self.walk = _walk_of(ctx, forest)
+        # runs of rows for the threads, several per thread so that uneven rows even out
+        self.runs = min(self.n // 16, 4 * numba.get_num_threads()) \
+            if blas.THREADED and self.walk is not None and self.n >= THREADED_ROWS else 1
 
     def rows(self, x):
         rows = x.reshape(self.shape)
@@ -425,6 +445,9 @@ class Trees:
 
     def scores(self, x):
         scores, has = np.zeros((self.n, self.n_targets)), np.zeros((self.n, self.n_targets), bool)
+        if self.runs > 1:
+            _walk_blocks_threaded(self.rows(x), *self.walk.args(), self.aggregate, scores, has, self.runs)
+            return scores, has
         if self.walk is not None:
             _walk_blocks(self.rows(x), *self.walk.args(), self.aggregate, scores, has)
             return scores, has
@@ -499,7 +522,7 @@ def _regression(trees: Trees, aggregate: str, n_trees: int, base, transform: str
     code = TRANSFORM_CODES[transform] if n_targets > 1 or transform == "PROBIT" else 0
     divisor = float(n_trees) if aggregate == "AVERAGE" else 0.0
     direct = np.dtype(out_dtype) == F32
-    walk = None if trees.walk is None else trees.walk.args()
+    walk = None if trees.walk is None or trees.runs > 1 else trees.walk.args()
 
     def regression(x, y):
         z = y.reshape(n, n_targets) if direct else np.empty((n, n_targets), np.float32)
@@ -622,7 +645,7 @@ class TreeEnsembleClassifier(Op):
             label_ids = np.arange(k, dtype=np.int64) if by_id else labels
             code = TRANSFORM_CODES[transform]
             n = trees.n
-            walk = None if trees.walk is None else trees.walk.args()
+            walk = None if trees.walk is None or trees.runs > 1 else trees.walk.args()
 
             def tree_ensemble_classifier(x):
                 label, z = np.empty(n, np.int64), np.empty((n, k), np.float32)
