@@ -38,8 +38,10 @@ def test_depthwise_conv_matches_reference(data):
     pads = data.draw(st.lists(st.integers(0, 3), min_size=2 * rank, max_size=2 * rank), "pads")
     size = [data.draw(st.integers(d * (k - 1) + 1, d * (k - 1) + 12)) for k, d in zip(kernel, dil)]
     x = rand(n, c, *size)
-    inits = {"w": rand(c * mult, 1, *kernel), "b": rand(c * mult)}
-    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], group=c, dilations=dil, strides=strides, pads=pads)
+    with_bias = data.draw(st.booleans(), "bias")
+    inits = {"w": rand(c * mult, 1, *kernel), **({"b": rand(c * mult)} if with_bias else {})}
+    node = helper.make_node("Conv", ["x", "w", "b"] if with_bias else ["x", "w"], ["y"], group=c, dilations=dil,
+                            strides=strides, pads=pads)
     assert_matches_reference(model([node], list(x.shape), None, inits), {"x": x}, rtol=1e-4, atol=1e-5)
 
 
