@@ -112,72 +112,75 @@ def _im2col(x, cols, dims, geo):
                             q += ow
 
 
-def _depthwise_source(taps: int, parallel: bool, bias: bool) -> str:
-    """A depthwise 2-D conv without im2col, its `taps` kernel taps unrolled (measured: 4x
-    the speed of one pass over an accumulator row per tap, 272 channels of 14x14).
+def _depthwise_source(taps: int, strides: tuple, parallel: bool, bias: bool) -> str:
+    """A depthwise 2-D conv without im2col, its `taps` kernel taps unrolled into one sum per
+    output (4x the speed of a pass over an accumulator row per tap, 272 channels of 14x14).
     x: (N*C, H, W) flattened; w: (C*mult, taps); y: (N*C*mult, oh, ow) flattened; xq:
-    scratch (N*C, sh, sw, Hq, Wq) flattened, zero where no input lands (the pads), made
-    once per plan; offs: each tap's offset in a channel's phase planes; b: the bias (with
-    `bias`), added to each sum.
+    scratch (N*C, Hp, Wp) flattened, the input padded with zeros, made once per plan (its
+    pads stay zero); offs: each tap's offset in a padded image; b: the bias (with `bias`),
+    added to each sum. The strides are constants of the source.
 
-    The padded input is split into sh*sw phase planes (rows and columns by their remainder
-    modulo the stride), so that every tap reads one plane at a fixed offset: the output,
-    computed over rows of the planes' full width Wq, is then one long loop of sums of `taps`
-    products (in tap order, as the reference), which LLVM vectorizes. The threads take `runs` runs
-    of whole channels, so a channel's planes are written and read by the same thread while
-    they are in its cache. Indices are cast to unsigned: Numba then skips negative-index
-    wraparound, which costs about 10x in these loops."""
+    Stride 1: the output is computed over whole padded rows (width Wp), as one long loop of
+    sums in tap order (as the reference adds them), which LLVM vectorizes; an output row
+    alone would be too short. Then the ow valid columns of each row are copied out.
+    Larger strides: per output row, every column at stride 1, then every sw-th copied out
+    (splitting the input into stride phases instead took 80% of the time in a scalar copy).
+    The threads take `runs` runs of whole channels, so a channel's padded copy is written
+    and read by the same thread while it is in its cache. Indices are cast to unsigned:
+    Numba then skips negative-index wraparound, which costs about 10x in these loops."""
     t = range(taps)
+    sh, sw = strides
     read = " + ".join(f"w{k} * xq[np.uint64(s + o{k})]" for k in t)
     bias_line = "\n                bk = b[oc]" if bias else ""
+    acc_size = "oh * Wp" if (sh, sw) == (1, 1) else "Wp"
     if bias:
         read = f"({read}) + bk"
-    return f"""import numpy as np
+    head = f"""import numpy as np
 import numba
 
 
 @numba.njit(cache=True, nogil=True, parallel={parallel}, error_model='numpy')
 def kernel(x, xq, w, b, y, dims, geo, offs, runs):
-    NC, C, H, W, Hq, Wq, oh, ow, mult = dims
-    sh, sw, ph, pw = geo
-    plane, wide = Hq * Wq, oh * Wq
+    NC, C, H, W, Hp, Wp, oh, ow, mult = dims
+    ph, pw = geo
+    plane = Hp * Wp
     {", ".join(f"o{k}" for k in t)}, = {", ".join(f"offs[{k}]" for k in t)},
     for run in numba.prange(runs):
-        acc = np.empty(wide, y.dtype)
+        acc = np.empty({acc_size}, y.dtype)
         for nc in range(run * NC // runs, (run + 1) * NC // runs):
+            base = nc * plane
             for r in range(H):
-                R = r + ph
-                for pc in range(sw):
-                    c0 = (pc - pw) % sw            # the first input column of this column phase
-                    if c0 >= W:
-                        continue
-                    dst = ((nc * sh + R % sh) * sw + pc) * plane + (R // sh) * Wq + (c0 + pw) // sw
-                    src = (nc * H + r) * W + c0
-                    if sw == 1:   # a unit-stride copy (vectorized)
-                        for q in range(W):
-                            xq[np.uint64(dst + q)] = x[np.uint64(src + q)]
-                    else:
-                        for q in range((W - 1 - c0) // sw + 1):
-                            xq[np.uint64(dst + q)] = x[np.uint64(src + q * sw)]
-            base = nc * sh * sw * plane
+                dst, src = base + (r + ph) * Wp + pw, (nc * H + r) * W
+                for q in range(W):
+                    xq[np.uint64(dst + q)] = x[np.uint64(src + q)]
             for m in range(mult):
                 oc = (nc % C) * mult + m
                 {", ".join(f"w{k}" for k in t)}, = {", ".join(f"w[oc, {k}]" for k in t)},{bias_line}
-                # over whole plane rows (one long loop, which vectorizes; an output row alone
-                # is too short), then the ow valid columns of each row out
-                for j in range(wide):
+                out = (nc * mult + m) * oh * ow
+"""
+    if (sh, sw) == (1, 1):
+        body = f"""                for j in range(oh * Wp):
                     s = base + j
                     acc[np.uint64(j)] = {read}
-                out = (nc * mult + m) * oh * ow
                 for i in range(oh):
                     for k in range(ow):
-                        y[np.uint64(out + i * ow + k)] = acc[np.uint64(i * Wq + k)]
+                        y[np.uint64(out + i * ow + k)] = acc[np.uint64(i * Wp + k)]
 """
+    else:
+        body = f"""                for i in range(oh):
+                    row = base + i * {sh} * Wp
+                    for j in range((ow - 1) * {sw} + 1):
+                        s = row + j
+                        acc[np.uint64(j)] = {read}
+                    for k in range(ow):
+                        y[np.uint64(out + i * ow + k)] = acc[np.uint64(k * {sw})]
+"""
+    return head + body
 
 
-def depthwise_kernel(taps: int, bias: bool):
+def depthwise_kernel(taps: int, strides: tuple, bias: bool):
     from .. import codecache
-    return codecache.load(f"depthwise_{taps}taps", _depthwise_source(taps, blas.THREADED, bias))
+    return codecache.load(f"depthwise_{taps}taps", _depthwise_source(taps, tuple(strides), blas.THREADED, bias))
 
 
 def compute_dtype(dtype):
@@ -250,18 +253,16 @@ class Conv(Op):
         if depthwise:
             k2, s2, b2, d2 = (to_3d(v, f)[1:] for v, f in ((kernel, 1), (strides, 1), (begin, 0), (dilations, 1)))
             in2, out2 = to_3d(x_shape[2:], 1)[1:], to_3d(out, 1)[1:]
-            # phase planes (see _depthwise) hold every input element and every tap's read,
-            # the last tap's reads running one row on past the last output row
-            planes = [max(-(-(b + n_) // s), o + (k - 1) * d // s + 1)
-                      for b, n_, o, s, k, d in zip(b2, in2, out2, s2, k2, d2)]
-            xp = np.zeros(n * c * s2[0] * s2[1] * planes[0] * planes[1], dtype)
-            dw_dims = (n * c, c, *in2, *planes, *out2, mg)
-            dw_geo = (*s2, *b2)
-            plane = planes[0] * planes[1]
-            dw_offs = np.array([((a * d2[0]) % s2[0] * s2[1] + (b * d2[1]) % s2[1]) * plane
-                                + (a * d2[0]) // s2[0] * planes[1] + (b * d2[1]) // s2[1]
-                                for a in range(k2[0]) for b in range(k2[1])], np.int64)
-            dw_kernel = depthwise_kernel(len(dw_offs), ctx.input(2) is not None)
+            # the padded copy (see _depthwise_source) holds the input at (ph, pw) and every
+            # tap's read; at stride 1 the last tap's reads run one row past the last output row
+            k_h, k_w = ((o - 1) * s_ + (k - 1) * d + 1 for o, s_, k, d in zip(out2, s2, k2, d2))
+            rows = max(b2[0] + in2[0], k_h + (1 if s2 == [1, 1] else 0))
+            cols = max(b2[1] + in2[1], k_w)
+            xp = np.zeros(n * c * rows * cols, dtype)
+            dw_dims = (n * c, c, *in2, rows, cols, *out2, mg)
+            dw_geo = tuple(b2)
+            dw_offs = np.array([a * d2[0] * cols + b * d2[1] for a in range(k2[0]) for b in range(k2[1])], np.int64)
+            dw_kernel = depthwise_kernel(len(dw_offs), s2, ctx.input(2) is not None)
         elif not pointwise:
             # the windows are unrolled into a scratch buffer, one image at a time
             dims = (c, *to_3d(x_shape[2:], 1), *to_3d(out, 1))
