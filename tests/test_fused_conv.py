@@ -83,7 +83,7 @@ def test_conv_bias_relu_becomes_one_node_whose_loop_runs_on_the_gemm_pieces():
     assert sess._sess.fused_groups()[0][1] == ["Conv", "Add", "Relu"]
     from ortjit.ops import blas
     if blas.THREADED:   # the epilogue ran inside the GEMM kernel, not as a loop of its own
-        assert epilogues(sess)[0].gemm_calls == 2   # one per image
+        assert epilogues(sess)[0].gemm_calls == 1   # both images unrolled, then one GEMM call
 
 
 def test_residual_add_and_relu_ride_on_a_pointwise_conv():
@@ -93,6 +93,15 @@ def test_residual_add_and_relu_ride_on_a_pointwise_conv():
     from ortjit.ops import blas
     if blas.THREADED:   # all three images in one call
         assert epilogues(sess)[0].gemm_calls == 1
+
+
+def test_images_beyond_the_im2col_budget_are_unrolled_in_turns(monkeypatch):
+    from ortjit.ops import blas, conv
+    model, feed = conv_model(3, 32, 48, 20, 3, 1, 1, "residual")
+    monkeypatch.setattr(conv, "IM2COL_BYTES", 2 * 32 * 9 * 400 * 4)   # two images' columns
+    sess = check(model, feed)
+    if blas.THREADED:
+        assert epilogues(sess)[0].gemm_calls == 2   # images 0-1, then image 2
 
 
 def test_a_loop_the_gemm_pieces_cannot_take_runs_after_the_conv():

@@ -183,6 +183,12 @@ def depthwise_kernel(taps: int, strides: tuple, bias: bool):
     return codecache.load(f"depthwise_{taps}taps", _depthwise_source(taps, tuple(strides), blas.THREADED, bias))
 
 
+# How much im2col scratch several images may share: unrolled together, they take one
+# parallel region for the unrolling and one GEMM call (the threads taking whole images)
+# instead of one each per image.
+IM2COL_BYTES = 16 << 20
+
+
 def compute_dtype(dtype):
     """Numba kernels run on float32/float64; float16 data is converted around them."""
     return np.dtype(np.float32) if np.dtype(dtype) == np.float16 else np.dtype(dtype)
@@ -264,7 +270,9 @@ class Conv(Op):
             dw_offs = np.array([a * d2[0] * cols + b * d2[1] for a in range(k2[0]) for b in range(k2[1])], np.int64)
             dw_kernel = depthwise_kernel(len(dw_offs), s2, ctx.input(2) is not None)
         elif not pointwise:
-            # the windows are unrolled into a scratch buffer, one image at a time
+            # the windows are unrolled into a scratch buffer, as many images at a time as
+            # fit in IM2COL_BYTES (at least one)
+            batch = max(1, min(n, IM2COL_BYTES // (c * ksize * p * np.dtype(dtype).itemsize)))
             dims = (c, *to_3d(x_shape[2:], 1), *to_3d(out, 1))
             geo = (*to_3d(kernel, 1), *to_3d(strides, 1), *to_3d(begin, 0), *to_3d(dilations, 1))
 
@@ -296,14 +304,20 @@ class Conv(Op):
                     blas.matmul(wg, xv[i], yv[i])
             else:
                 x = np.ascontiguousarray(x)
-                cols = scratch("im2col", c * ksize * p, dtype)
-                cols_mat = cols.reshape(group, cg * ksize, p)
-                for i in range(n):
-                    _im2col(x[i].reshape(-1), cols, dims, geo)
-                    if in_gemm:
-                        epilogue.gemm(w2, cols_mat, y3, i, ex3)
+                cols = scratch("im2col", batch * c * ksize * p, dtype)
+                for i0 in range(0, n, batch):   # `batch` images unrolled in one parallel region
+                    count = min(batch, n - i0)
+                    # the images' channels one after the other: im2col's loop over channels
+                    # covers them all
+                    _im2col(x[i0:i0 + count].reshape(-1), cols, (count * c, *dims[1:]), geo)
+                    images = cols[:count * c * ksize * p].reshape(count, group, cg * ksize, p)
+                    if in_gemm:   # one GEMM call for them all, the threads taking whole images
+                        epilogue.gemm(w2, images.reshape(count, c * ksize, p), y3, i0, ex3)
+                    elif group == 1:
+                        blas.matmul(wg[0], images.reshape(count, c * ksize, p), yv[i0:i0 + count, 0])
                     else:
-                        blas.matmul(wg, cols_mat, yv[i])
+                        for i in range(count):
+                            blas.matmul(wg, images[i], yv[i0 + i])
             if bias is not None:
                 y.reshape(n, m, p)[...] += bias.reshape(m, 1)
             if half:
