@@ -137,3 +137,13 @@ def test_winograd_weight_fed_at_run_time_is_used_on_every_call():
     w *= 2   # the same buffer, new values
     y2 = sess.run(None, {"x": x, "w": w})[0]
     np.testing.assert_allclose(y2, 2 * y1, rtol=1e-5, atol=1e-5)
+
+
+def test_scratch_reuse_leaves_room_for_alignment():
+    # a buffer made for n bytes (plus 63 for the 64-byte alignment) must not serve a later
+    # request of up to n + 63 bytes, whose aligned start may leave too little behind it
+    from ortjit.ops.scratch import scratch
+    for k in range(32):   # several buffers: where malloc puts each one decides the shift
+        for count in (1000, 1015, 1000, 1016, 3, 1016):
+            a = scratch(f"test_alignment_room{k}", count, np.float32)
+            assert a.shape == (count,) and a.ctypes.data % 64 == 0

@@ -23,7 +23,7 @@ def scratch(name: str, count: int, dtype) -> np.ndarray:
     if pool is None:
         pool = _local.pool = {}
     buf = pool.get(name)
-    if buf is None or buf.nbytes < nbytes:
+    if buf is None or buf.nbytes < nbytes + 63:   # room for the alignment shift too
         buf = pool[name] = np.empty(nbytes + 63, np.uint8)
     start = -buf.ctypes.data % 64     # 64-byte aligned, for the vector loops
     return buf[start:start + count * dtype.itemsize].view(dtype)
