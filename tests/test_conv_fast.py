@@ -147,3 +147,12 @@ def test_scratch_reuse_leaves_room_for_alignment():
         for count in (1000, 1015, 1000, 1016, 3, 1016):
             a = scratch(f"test_alignment_room{k}", count, np.float32)
             assert a.shape == (count,) and a.ctypes.data % 64 == 0
+
+
+def test_depthwise_kernel_source_is_shown_by_explain():
+    inits = {"w": rand(6, 1, 3, 3), "b": rand(6)}
+    m = model([helper.make_node("Conv", ["x", "w", "b"], ["y"], group=6, pads=[1, 1, 1, 1])], [1, 6, 8, 8], None, inits)
+    compiled = CompiledModel(m.SerializeToString())
+    compiled.run({"x": rand(1, 6, 8, 8)})
+    sources = compiled.kernel_sources()
+    assert any("bk = b[oc]" in src and "numba.prange(runs)" in src for src in sources.values()), list(sources)

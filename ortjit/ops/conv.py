@@ -226,6 +226,7 @@ class Conv(Op):
 
         def conv(x, w, *rest):
             run(x, w, rest[0] if len(rest) == 2 else None, rest[-1])
+        conv.source = getattr(run, "source", None)   # a generated kernel's, for `ortjit explain`
         return conv
 
     def runner(self, ctx, epilogue=None):
@@ -325,6 +326,8 @@ class Conv(Op):
                 y = target
             if epilogue is not None and not in_gemm:
                 epilogue.after(y, extras, final)
+        if depthwise:
+            run.source = _depthwise_source(len(dw_offs), tuple(s2), blas.THREADED, ctx.input(2) is not None)
         return run
 
 

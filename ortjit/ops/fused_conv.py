@@ -115,6 +115,7 @@ class FusedConv(Op):
 
         def fused_conv(x, w, *rest):
             run(x, w, None, rest[-1], rest[:-1])
-        fused_conv.epilogue, fused_conv.source = epilogue, epilogue.source
+        fused_conv.epilogue = epilogue
+        fused_conv.source = (getattr(run, "source", None) or "") + epilogue.source
         return fused_conv
 
