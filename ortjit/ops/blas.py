@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import math
 import importlib
 import importlib.metadata
 import os
@@ -279,12 +280,13 @@ def _vector_piece(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
 @numba.njit(inline="always")
 def split(parts, batch, m, n):
     """How a batch of m x n products is cut among `parts` threads: (pieces per matrix,
-    whether along N, piece length). Whole matrices go to the threads when there are
-    enough; else each matrix is cut into pieces along N (wide outputs) or M. Over the
-    GEMMs of five CNNs, cutting along M wherever M had 32 rows a piece took the same
-    total time. Pieces are whole 16-column (or 4-row) blocks, so that no thread gets a
+    whether along N, piece length). Each matrix is cut into pieces along N (wide outputs)
+    or M, as few as give every thread the same number. Over the GEMMs of five CNNs,
+    cutting along M wherever M had 32 rows a piece took the same total time. Pieces are whole 16-column (or 4-row) blocks, so that no thread gets a
     ragged sliver. Piece p of a matrix covers [p * length, min(p * length + length, n or m))."""
-    per = max(1, parts // batch)
+    # whole matrices when they share out evenly (8 images on 2 threads) or are many, else
+    # cut so that the pieces do (3 images on 2 threads: 2 pieces each, 3 per thread)
+    per = 1 if batch >= 4 * parts else parts // math.gcd(batch, parts)
     cut_n = n >= m or n >= 256 * per
     total = n if cut_n else m
     align = 16 if cut_n else 4
