@@ -12,9 +12,9 @@ The BLAS: on Intel CPUs, Intel MKL's sequential library where the `mkl` wheel is
 our calls. Measured on a 2-core AVX-512 Xeon, split in two: MKL 360-430 GFLOP/s on ResNet,
 BERT and MLP shapes, where OpenBLAS's own two threads give 250-350; on a 2-core AMD EPYC
 with AVX-512, MKL 72-169 and OpenBLAS 136-190 on four ResNet shapes, three interleaved
-runs each (docs/performance.md). Both are called with
-64-bit integers (MKL's ILP64 interface). ORTJIT_BLAS=openblas or =mkl picks one;
-ORTJIT_THREADED_GEMM=0 turns all of this off (numpy's matmul, serial kernels).
+runs each (docs/performance.md). Both are called with 64-bit integers (MKL's ILP64
+interface). ORTJIT_BLAS=openblas or =mkl picks one; ORTJIT_THREADED_GEMM=0 turns all of
+this off (numpy's matmul, serial kernels).
 
 The BLAS functions are made known to LLVM under our own symbol names
 (`llvmlite.binding.add_symbol`), so the compiled kernel refers to a name, not an address,
@@ -282,8 +282,9 @@ def split(parts, batch, m, n):
     """How a batch of m x n products is cut among `parts` threads: (pieces per matrix,
     whether along N, piece length). Each matrix is cut into pieces along N (wide outputs)
     or M, as few as give every thread the same number. Over the GEMMs of five CNNs,
-    cutting along M wherever M had 32 rows a piece took the same total time. Pieces are whole 16-column (or 4-row) blocks, so that no thread gets a
-    ragged sliver. Piece p of a matrix covers [p * length, min(p * length + length, n or m))."""
+    cutting along M wherever M had 32 rows a piece took the same total time. Pieces are
+    whole 16-column (or 4-row) blocks, so that no thread gets a ragged sliver. Piece p of a
+    matrix covers [p * length, min(p * length + length, n or m))."""
     # whole matrices when they share out evenly (8 images on 2 threads) or are many, else
     # cut so that the pieces do (3 images on 2 threads: 2 pieces each, 3 per thread)
     per = 1 if batch >= 4 * parts else parts // math.gcd(batch, parts)

@@ -179,8 +179,10 @@ def kernel(x, xq, w, b, y, dims, geo, offs, runs):
 
 
 def depthwise_kernel(taps: int, strides: tuple, bias: bool):
+    """(compiled kernel, its source)."""
     from .. import codecache
-    return codecache.load(f"depthwise_{taps}taps", _depthwise_source(taps, tuple(strides), blas.THREADED, bias))
+    source = _depthwise_source(taps, tuple(strides), blas.THREADED, bias)
+    return codecache.load(f"depthwise_{taps}taps", source), source
 
 
 # How much im2col scratch several images may share: unrolled together, they take one
@@ -269,7 +271,7 @@ class Conv(Op):
             dw_dims = (n * c, c, *in2, rows, cols, *out2, mg)
             dw_geo = tuple(b2)
             dw_offs = np.array([a * d2[0] * cols + b * d2[1] for a in range(k2[0]) for b in range(k2[1])], np.int64)
-            dw_kernel = depthwise_kernel(len(dw_offs), s2, ctx.input(2) is not None)
+            dw_kernel, dw_source = depthwise_kernel(len(dw_offs), s2, ctx.input(2) is not None)
         elif not pointwise:
             # the windows are unrolled into a scratch buffer, as many images at a time as
             # fit in IM2COL_BYTES (at least one)
@@ -327,7 +329,7 @@ class Conv(Op):
             if epilogue is not None and not in_gemm:
                 epilogue.after(y, extras, final)
         if depthwise:
-            run.source = _depthwise_source(len(dw_offs), tuple(s2), blas.THREADED, ctx.input(2) is not None)
+            run.source = dw_source
         return run
 
 

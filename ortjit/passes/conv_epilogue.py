@@ -6,8 +6,8 @@ activation. When that loop is the only reader of the Conv's result, and each of 
 other inputs varies along the output's images, channels and pixels either fully or not at
 all (per-channel constants, same-shape residuals; checked when a plan is made, with real
 sizes), the two become one node, so that the loop can run on each GEMM piece while it is
-in cache. This is what ONNX Runtime's
-FusedConv does for an activation and a residual Add; here any fused loop qualifies.
+in cache. This is what ONNX Runtime's FusedConv does for an activation and a residual
+Add; here any fused loop qualifies.
 """
 from __future__ import annotations
 
@@ -15,12 +15,7 @@ import onnx_ir as ir
 
 from .. import irutil
 from .conv_folding import _FLOATS, _is_op, _sole_use
-from .elementwise_fusion import FUSED_DOMAIN
-
-
-def _known(shape) -> bool:
-    return shape is not None and all(d is not None and not (isinstance(d, ir.SymbolicDim) and d.value is None)
-                                     for d in shape)
+from .elementwise_fusion import FUSED_DOMAIN, _same_shape
 
 
 def _product_input(fused: ir.Node) -> tuple[int, ir.Node] | None:
@@ -37,7 +32,7 @@ def _product_input(fused: ir.Node) -> tuple[int, ir.Node] | None:
         # the loop's result has the Conv's shape (the plan checks it again with real sizes);
         # whether the other inputs broadcast in a way the GEMM pieces can take is decided
         # per plan too (ops/fused_conv.py), the loop running after the Conv where they do not
-        if not _known(v.shape) or len(v.shape) < 3 or not _known(out.shape) or list(out.shape) != list(v.shape):
+        if not _same_shape(v, out) or len(v.shape) < 3:
             continue
         if all(e is not None and e.shape is not None and len(e.shape) <= len(v.shape)
                for k, e in enumerate(fused.inputs) if k != idx):

@@ -43,14 +43,25 @@ def {F16_ROUND}(x):
 '''
 
 
+class Vectorizer:
+    """The float32 rewrite a generated loop's steps go through (exp/tanh/erf as vectorizable
+    code, see vmath.py), and the module header that the rewritten code then needs."""
+
+    def __init__(self):
+        self.used = False
+
+    def __call__(self, expr: str) -> str:
+        expr, changed = vmath.vectorize(expr)
+        self.used = self.used or changed
+        return expr
+
+    def header(self, program: ScalarProgram) -> str:
+        return HEADER + (F16_HELPER if program.uses_float16() else "") + (vmath.SOURCE if self.used else "")
+
+
 def render_elementwise(program: ScalarProgram, out_rank: int, in_shapes: list[tuple], parallel: bool) -> str:
     args = ", ".join([f"in{j}" for j in range(len(program.inputs))] + [f"out{j}" for j in range(len(program.outputs))])
-    used = []
-
-    def rewrite(expr):   # float32 exp/tanh/erf as vectorizable code (see vmath.py)
-        expr, changed = vmath.vectorize(expr)
-        used.append(changed)
-        return expr
+    rewrite = Vectorizer()
     lines = [f"@numba.njit(cache=True, nogil=True, parallel={parallel}, error_model='numpy')",
              f"def kernel({args}):"]
     for k in range(out_rank):
@@ -61,8 +72,7 @@ def render_elementwise(program: ScalarProgram, out_rank: int, in_shapes: list[tu
         lines.append(f"{indent}for i{k} in {rng}(n{k}):")
         indent += "    "
     lines += render_loop_body(program, in_shapes, out_rank, indent, rewrite)
-    header = HEADER + (F16_HELPER if program.uses_float16() else "") + (vmath.SOURCE if any(used) else "")
-    return header + "\n".join(lines) + "\n"
+    return rewrite.header(program) + "\n".join(lines) + "\n"
 
 
 class ElementwiseKernel:

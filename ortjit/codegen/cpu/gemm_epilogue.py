@@ -12,7 +12,7 @@ so the source depends on the broadcast pattern, not on the sizes.
 """
 from __future__ import annotations
 
-from . import F16_HELPER, HEADER, vmath
+from . import Vectorizer
 from ..elementwise import ScalarProgram
 
 # Part of every generated source: a change to blas.py's piece functions that changes
@@ -25,13 +25,7 @@ def render_gemm_epilogue(program: ScalarProgram, product_at: int, patterns: list
     """The kernel(parts, image0, a, b, c, in...) source. program.inputs[product_at] is the
     product's element; patterns[j] tells for input j (the others, in order) which of
     (image, row, column) it varies along."""
-    used = []
-
-    def rewrite(expr):   # float32 exp/tanh/erf as vectorizable code (see vmath.py)
-        expr, changed = vmath.vectorize(expr)
-        used.append(changed)
-        return expr
-
+    rewrite = Vectorizer()
     others = [j for j in range(len(program.inputs)) if j != product_at]
     args = ", ".join(["parts", "image0", "a", "b", "c"] + [f"in{j}" for j in others])
     lines = [f"# GEMM pieces: ortjit.ops.blas, version {BLAS_PIECES_VERSION}",
@@ -68,5 +62,4 @@ def render_gemm_epilogue(program: ScalarProgram, product_at: int, patterns: list
     inner += program.body_lines(compiled=True, rewrite_f32=rewrite)
     inner.append(f"row[i2] = {program.outputs[0]}")
     lines += ["                " + line for line in inner]
-    header = HEADER + (F16_HELPER if program.uses_float16() else "") + (vmath.SOURCE if any(used) else "")
-    return header + "\n".join(lines) + "\n"
+    return rewrite.header(program) + "\n".join(lines) + "\n"
