@@ -6,8 +6,15 @@
     print(model.explain())                        # passes, fused groups, kernels, plans
     ortjit.show_code()                            # print every generated kernel as it is built
 """
-from .config import show_code  # noqa: F401
-from .errors import OrtjitError  # noqa: F401
+from .lazy_imports import defer as _defer
+
+# before anything imports onnx_ir: see lazy_imports.py
+_defer("sympy")
+_defer("onnx_ir._symbolic_shapes")
+_defer("scipy.linalg")
+
+from .config import show_code  # noqa: E402,F401
+from .errors import OrtjitError  # noqa: E402,F401
 
 __version__ = "0.1.0"
 
