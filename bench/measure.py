@@ -13,7 +13,11 @@ case (measure_case):
 3. outputs of the last call of each side compared, and each side's peak RSS;
 4. "warm": a fresh process per side runs another model first (bench/make_models.WARMUP),
    then this one, its kernels now on disk: session creation + first run as the next process
-   of a deployed service pays them, and its peak RSS without the compiler's share.
+   of a deployed service pays them, and its peak RSS without the compiler's share;
+5. "ahead of time" (ortjit only): `ortjit compile` writes the case's model compiled for its
+   feed's shapes into a folder; a fresh process with an empty kernel cache runs the warm-up
+   model, then creates a session on that folder and runs it once: what a service that ships
+   a compiled model pays (compared with ORT's warm numbers, which need no compile step).
 
 measure_startup: the one-time cost of a fresh process, `import onnxruntime` to the first
 result of the one-node model (kernel cache warm), median over a few processes.
@@ -169,7 +173,43 @@ def measure_case(case: dict, sides: list[Side], models_dir: str, scratch: str, *
                 out[s.label]["warm_error"] = str(e)
             finally:
                 w.close()
+    # 5. ahead of time
+    if warm:
+        for s in sides:
+            if s.kernel_caches and "error" not in out[s.label]:
+                out[s.label].update(_ahead_of_time(s, name, model, feed, models_dir, scratch, threads))
     return out
+
+
+def _ahead_of_time(side: Side, name: str, model: str, feed: str, models_dir: str, scratch: str, threads: int) -> dict:
+    """`ortjit compile` the model for the feed's shapes, then load that folder in a process
+    whose kernel cache is empty after running the warm-up model."""
+    folder = os.path.join(scratch, "artifacts", name)
+    cache_dir = os.path.join(scratch, "kernels", name)
+    shutil.rmtree(folder, ignore_errors=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env.update(side.env, ORTJIT_CACHE_DIR=os.path.join(cache_dir, "ortjit"))
+    t0 = time.perf_counter()
+    done = subprocess.run([side.python, "-m", "ortjit", "compile", model, "-o", folder, "--inputs", feed],
+                          capture_output=True, text=True, env=env, timeout=1800)
+    if done.returncode != 0:
+        return {"aot_error": (done.stderr.strip().splitlines() or ["ortjit compile failed"])[-1]}
+    result = {"aot_compile_s": time.perf_counter() - t0}
+    empty = os.path.join(scratch, "kernels", name + "-aot")
+    shutil.rmtree(empty, ignore_errors=True)
+    w = WorkerProcess(side, os.path.join(scratch, "logs", f"{name}.{side.label}.aot.log"), empty)
+    try:
+        w.call("import")
+        w.call("load", model=os.path.join(models_dir, "warmup.onnx"), feed=os.path.join(models_dir, "warmup.npz"),
+               threads=threads)
+        w.call("run", n=1)
+        result["aot_create_s"] = w.call("load", model=folder, feed=feed, threads=threads)["create_s"]
+        result["aot_first_s"] = w.call("run", n=1)["per_call_s"]
+    except WorkerError as e:
+        result["aot_error"] = str(e)
+    finally:
+        w.close()
+    return result
 
 
 def _calibrate(worker: WorkerProcess, burst_s: float) -> int:

@@ -9,7 +9,9 @@ import json
 import math
 import sys
 
-GOALS = {"geomean": 0.9, "max": 1.5, "elementwise": 0.8, "overhead": 2.0, "rss": 1.5}
+GOALS = {"geomean": 0.9, "max": 1.5, "elementwise": 0.8, "overhead": 2.0, "rss": 1.5,
+         # start-up (issue 5): ratios to ORT's warm session + first run, seconds, fresh-process ratio
+         "warm": 2.0, "aot": 1.5, "cold_resnet50_s": 10.0, "fresh": 3.0}
 
 
 def fmt(seconds):
@@ -81,6 +83,35 @@ def targets(results):
     return rows
 
 
+def startup_targets(results):
+    """Rows (target, goal, measured, met) for the start-up goals."""
+    cases, rows = results["cases"], []
+
+    def worst(key):
+        scored = [(r, c["case"]) for c in cases if (r := ratio(key(c["ortjit"]), warm_total(c["ort"]))) is not None]
+        return max(scored) if scored else (None, None)
+
+    for key, what, goal in ((warm_total, "warm cache", "warm"), (aot_total, "`ortjit compile` artifact", "aot")):
+        r, name = worst(key)
+        if r is not None:
+            above = [c["case"] for c in cases if (ratio(key(c["ortjit"]), warm_total(c["ort"])) or 0) > GOALS[goal]]
+            rows.append((f"session + first run after another model, {what}: largest ratio to ORT's",
+                         f"≤ {GOALS[goal]}", f"{r:.2f} ({name}); above: {len(above)} of {len(cases)} cases",
+                         not above))
+    for c in cases:
+        if c["case"] == "resnet50-b1" and c["ortjit"].get("first_s") is not None:
+            cold = c["ortjit"]["create_s"] + c["ortjit"]["first_s"]
+            rows.append(("cold compile of ResNet-50 (session + first run, empty caches)",
+                         f"< {GOALS['cold_resnet50_s']:.0f} s", fmt(cold), cold < GOALS["cold_resnet50_s"]))
+    st = results.get("startup")
+    if st and "error" not in st["ortjit"] and "error" not in st["ort"]:
+        r = st["ortjit"]["total_s"] / st["ort"]["total_s"]
+        rows.append(("fresh process, import to first result of the one-node model: ratio", f"≤ {GOALS['fresh']}",
+                     f"{r:.2f} ({fmt(st['ortjit']['total_s'])} vs {fmt(st['ort']['total_s'])})",
+                     r <= GOALS["fresh"]))
+    return rows
+
+
 def table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
@@ -122,6 +153,10 @@ def render(results) -> str:
                 "ratios only show that the harness works."]
     out += ["", "## Targets", "", table(["target", "goal", "measured", "met"],
                                         [(t, g, v, verdict(ok, ref)) for t, g, v, ok in targets(results)])]
+    rows = startup_targets(results)
+    if rows:
+        out += ["", "Start-up:", "", table(["target", "goal", "measured", "met"],
+                                          [(t, g, v, verdict(ok, ref)) for t, g, v, ok in rows])]
     cases = results["cases"]
     out += ["", "## Steady-state latency and memory", "",
             "Peak RSS: of the process that made the steady-state runs (cold: for ortjit it includes "
@@ -136,14 +171,21 @@ def render(results) -> str:
     out += ["", "## Start-up per model", "",
             "Cold: a new process with empty kernel caches (ortjit compiles every kernel, and pays "
             "Numba's start-up, in its first run). Warm: a process that has already run another "
-            "model, with this model's kernels on disk from the cold run.", "",
+            "model, with this model's kernels on disk from the cold run. Ahead of time: `ortjit "
+            "compile` wrote the model compiled for the case's input shapes into a folder (its wall "
+            "time in the last column); a process with an empty kernel cache ran another model, "
+            "then made a session on that folder and ran it once. Both ratios are to ONNX Runtime's "
+            "warm session + first run.", "",
             table(["case", "session ortjit", f"session {ref['short']}", "first run ortjit",
                    f"first run {ref['short']}", "warm: session + first run, ortjit",
-                   f"warm: {ref['short']}", "warm ratio"],
+                   f"warm: {ref['short']}", "warm ratio", "ahead of time: session + first run",
+                   "ahead-of-time ratio", "ortjit compile"],
                   [(c["case"], fmt(c["ortjit"].get("create_s")), fmt(c["ort"].get("create_s")),
                     fmt(c["ortjit"].get("first_s")), fmt(c["ort"].get("first_s")),
                     fmt(warm_total(c["ortjit"])), fmt(warm_total(c["ort"])),
-                    fr(ratio(warm_total(c["ortjit"]), warm_total(c["ort"])))) for c in cases])]
+                    fr(ratio(warm_total(c["ortjit"]), warm_total(c["ort"]))),
+                    fmt(aot_total(c["ortjit"])), fr(ratio(aot_total(c["ortjit"]), warm_total(c["ort"]))),
+                    fmt(c["ortjit"].get("aot_compile_s"))) for c in cases])]
     st = results.get("startup")
     if st:
         rows = []
@@ -161,6 +203,8 @@ def render(results) -> str:
     failures = [(c["case"], side, c[label].get("stage", "warm run"), c[label].get("error") or c[label]["warm_error"])
                 for c in cases for label, side in (("ortjit", "ortjit"), ("ort", ref["short"]))
                 if "error" in c[label] or "warm_error" in c[label]]
+    failures += [(c["case"], "ortjit", "ahead of time", c["ortjit"]["aot_error"])
+                 for c in cases if "aot_error" in c["ortjit"]]
     failures += [(c["case"], "both", "outputs", c["agreement"]["detail"])
                  for c in cases if c.get("agreement") and not c["agreement"]["ok"]]
     out += ["", "## Failures", ""]
@@ -180,6 +224,12 @@ def warm_total(side):
     if side.get("warm_create_s") is None:
         return None
     return side["warm_create_s"] + side["warm_first_s"]
+
+
+def aot_total(side):
+    if side.get("aot_create_s") is None:
+        return None
+    return side["aot_create_s"] + side["aot_first_s"]
 
 
 def mb(x):

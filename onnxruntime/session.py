@@ -56,7 +56,8 @@ class InferenceSession(Session):
                                     max_steps=int(opts.max_num_graph_transformation_steps),
                                     plan_cache_size=cache_size,
                                     free_dimension_overrides=dict(opts._free_dims),
-                                    num_threads=int(opts.intra_op_num_threads))
+                                    num_threads=int(opts.intra_op_num_threads),
+                                    cache_dir=opts._config.get("session.ortjit.cache_dir"))
         if opts.optimized_model_filepath:
             self._sess.save_optimized(opts.optimized_model_filepath)
         self._inputs = [NodeArg(s) for s in self._sess.inputs]

@@ -5,10 +5,31 @@ import os
 import sys
 
 _show_code = None
+_cache_dir = None
+DEFAULT_CACHE_MAX_MB = 2048
+
+
+def set_cache_dir(path: str | None) -> None:
+    """Where this process caches compiled kernels from now on (the session config entry
+    session.ortjit.cache_dir sets it; kernels are shared by all sessions of a process);
+    None goes back to ORTJIT_CACHE_DIR or the default."""
+    global _cache_dir
+    _cache_dir = os.path.abspath(os.path.expanduser(path)) if path else None
+
+
+def cache_max_bytes() -> int:
+    """ORTJIT_CACHE_MAX_MB (default 2048): past it, the least recently used kernels go."""
+    try:
+        mb = float(os.environ.get("ORTJIT_CACHE_MAX_MB", DEFAULT_CACHE_MAX_MB))
+    except ValueError:
+        mb = DEFAULT_CACHE_MAX_MB
+    return int(mb * 2 ** 20)
 
 
 def cache_dir() -> str:
-    """ORTJIT_CACHE_DIR, else the user's cache folder (XDG on Linux)."""
+    """set_cache_dir's folder, else ORTJIT_CACHE_DIR, else the user's cache folder (XDG on Linux)."""
+    if _cache_dir:
+        return _cache_dir
     path = os.environ.get("ORTJIT_CACHE_DIR")
     if not path:
         if sys.platform == "win32":

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from . import frontend, irutil, passes, subgraph
+from . import artifact, config, frontend, irutil, passes, subgraph
 from .dtypes import to_onnx, ONNX_TYPE_NAMES
 from .errors import InvalidArgument
 from .ops import blas
@@ -18,7 +18,13 @@ from .plan import PlanCache, build_plan
 class CompiledModel:
     def __init__(self, model, optimization_level: int = passes.ALL, max_steps: int = 10,
                  plan_cache_size: int = 8, free_dimension_overrides: dict | None = None,
-                 num_threads: int = 0):
+                 num_threads: int = 0, cache_dir: str | None = None):
+        if cache_dir:
+            config.set_cache_dir(cache_dir)
+        applied = None
+        if artifact.is_artifact(model):  # compiled ahead of time: its graph is optimized already
+            model, applied = artifact.open_artifact(model)
+            optimization_level = passes.DISABLE_ALL
         proto = frontend.read_proto(model)
         if free_dimension_overrides:
             proto = _override_free_dims(proto, free_dimension_overrides)
@@ -36,6 +42,8 @@ class CompiledModel:
         for node in self.ir.graph.all_nodes():
             irutil.op_for(node, self.ir.opset_imports)  # unknown ops fail here, at load, as in ORT
         self.passes_applied = passes.optimize(self.ir, optimization_level, max_steps)
+        if applied is not None:
+            self.passes_applied = [f"{name} (ahead of time)" for name in applied]
         self.plans = PlanCache(plan_cache_size)
         self._input_by_name = {s.name: s for s in self.inputs}
         self._overridable_names = {s.name for s in self.overridable}

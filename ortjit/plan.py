@@ -9,6 +9,7 @@ only the outputs it returns.
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from . import config, irutil, subgraph
+from . import config, irutil, progress, subgraph
 from .errors import InvalidGraph, OrtjitError, RuntimeException
 from .ops.base import Info, NeedsRuntimeValue
 
@@ -53,6 +54,13 @@ class Plan:
     def run(self, inputs: list, stop=None, profile=None) -> list:
         if stop is not None or profile is not None or len(inputs) != len(self.input_slots):
             return self._run_checked(inputs, stop, profile)
+        if self._runner is None and progress.wanted(sys.stderr):
+            # the first run compiles or loads each kernel as it reaches it: a step at a
+            # time, behind a progress bar that shows if that takes more than a moment
+            with progress.Progress(len(self.steps), "ortjit: compiling kernels") as bar:
+                outs = self._run_checked(inputs, None, None, bar)
+            self._make_runner()
+            return outs
         runner = self._runner if self._runner is not None else self._make_runner()
         return runner(inputs)
 
@@ -68,8 +76,9 @@ class Plan:
             config.emit(source)
         return self._runner
 
-    def _run_checked(self, inputs: list, stop, profile) -> list:
-        """run() with a terminate flag checked before each step and / or per-step timings."""
+    def _run_checked(self, inputs: list, stop, profile, bar=None) -> list:
+        """run() with a terminate flag checked before each step, per-step timings and / or a
+        progress bar advanced at each step."""
         vals = self.template.copy()
         for slot, x in zip(self.input_slots, inputs):
             vals[slot] = x
@@ -77,6 +86,8 @@ class Plan:
             if fresh:
                 vals[slot] = np.empty(info.shape, info.dtype)
         for step in self.steps:
+            if bar is not None:
+                bar.advance(step.op_type)
             if stop is not None and stop():
                 from .errors import Fail
                 raise Fail("Exiting due to terminate flag being set to true.")

@@ -44,3 +44,96 @@ def test_second_process_reuses_the_kernel_cache(tmp_path):
     assert second["misses"] == 0 and second["hits"] == 1    # loaded: nothing compiled
     assert first["y"] == second["y"]
     assert os.listdir(tmp_path / "kernels")
+
+
+def _entries(cache):
+    return sorted((cache / "numba").rglob("*.ortjitk"))
+
+
+def test_entries_live_under_the_cache_folder_named_by_what_they_depend_on(tmp_path):
+    run_in_fresh_process(tmp_path)
+    (entry,) = _entries(tmp_path)
+    data = entry.read_bytes()
+    assert data.startswith(b"ORTJITK1")
+    import hashlib
+    assert hashlib.sha256(data[40:]).digest() == data[8:40]  # the header checks the payload
+
+
+def _damage(entry, how):
+    data = entry.read_bytes()
+    if how == "truncated":
+        entry.write_bytes(data[: len(data) // 2])
+    elif how == "altered":  # one byte of the compiled code changed
+        k = len(data) - 100
+        entry.write_bytes(data[:k] + bytes([data[k] ^ 0xFF]) + data[k + 1:])
+    else:
+        entry.write_bytes(b"")
+
+
+def test_a_damaged_entry_is_detected_rebuilt_and_never_loaded(tmp_path):
+    first = run_in_fresh_process(tmp_path)
+    for how in ("truncated", "altered", "empty"):
+        (entry,) = _entries(tmp_path)
+        _damage(entry, how)
+        again = run_in_fresh_process(tmp_path)
+        assert again["misses"] == 1 and again["hits"] == 0, how   # compiled, not loaded
+        assert again["y"] == first["y"]
+        (rebuilt,) = _entries(tmp_path)
+        assert run_in_fresh_process(tmp_path)["hits"] == 1, how    # the rebuilt entry is whole
+
+
+def test_several_processes_compiling_at_once_leave_whole_entries(tmp_path):
+    env = dict(os.environ, ORTJIT_CACHE_DIR=str(tmp_path))
+    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for _ in range(3)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert len({r["y"] for r in results}) == 1
+    assert len(_entries(tmp_path)) == 1
+    assert not list(tmp_path.rglob("*.tmp"))
+    assert run_in_fresh_process(tmp_path)["hits"] == 1
+
+
+def test_an_unwritable_cache_folder_costs_the_cache_not_the_run(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    env = dict(os.environ, ORTJIT_CACHE_DIR=str(blocker / "cache"))
+    res = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1])["misses"] == 1
+    assert "cannot write compiled kernels" in res.stderr
+
+
+def test_session_config_entry_sets_the_cache_folder(tmp_path):
+    code = SCRIPT.replace("ort.InferenceSession(m.SerializeToString())",
+                          f"ort.InferenceSession(m.SerializeToString(), so)").replace(
+        "import onnxruntime as ort\n",
+        f"import onnxruntime as ort\nso = ort.SessionOptions()\n"
+        f"so.add_session_config_entry('session.ortjit.cache_dir', {str(tmp_path / 'chosen')!r})\n")
+    env = dict(os.environ, ORTJIT_CACHE_DIR=str(tmp_path / "default"))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1])["file"].startswith(str(tmp_path / "chosen"))
+    assert _entries(tmp_path / "chosen") and not (tmp_path / "default").exists()
+
+
+def test_eviction_removes_the_least_recently_used_kernels_past_the_limit(tmp_path):
+    from ortjit import kernel_cache
+    files = []
+    for k in range(10):
+        f = tmp_path / ("numba" if k % 2 else "kernels") / f"entry{k}"
+        f.parent.mkdir(exist_ok=True)
+        f.write_bytes(b"x" * 1000)
+        os.utime(f, (1000 + k, 1000 + k))   # entry0 is the least recently used
+        files.append(f)
+    other = tmp_path / "backend-test-data"
+    other.mkdir()
+    (other / "big").write_bytes(b"y" * 50_000)   # not a kernel: never evicted
+    assert kernel_cache.evict(str(tmp_path), 20_000) == 0
+    removed = kernel_cache.evict(str(tmp_path), 5_000)
+    assert removed == 6000                      # down to 4000 <= 80% of 5000
+    assert [f.exists() for f in files] == [False] * 6 + [True] * 4
+    assert (other / "big").exists()

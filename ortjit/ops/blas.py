@@ -39,6 +39,7 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+from ..kernel_cache import njit
 
 _NAMES = ("ortjit_sgemm", "ortjit_dgemm", "ortjit_sgemv", "ortjit_dgemv")
 _OPENBLAS_NAMES = ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", "scipy_cblas_sgemv64_", "scipy_cblas_dgemv64_")
@@ -192,11 +193,11 @@ def threaded_njit(fn=None, **options):
     if fn is None:
         return lambda f: threaded_njit(f, **options)
     if THREADED:
-        return numba.njit(cache=True, nogil=True, parallel=True, **options)(fn)
+        return njit(cache=True, nogil=True, parallel=True, **options)(fn)
     serial = types_module.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
                                        fn.__defaults__, fn.__closure__)
     serial.__qualname__, serial.__doc__ = fn.__qualname__ + "_serial", fn.__doc__
-    return numba.njit(cache=True, nogil=True, **options)(serial)
+    return njit(cache=True, nogil=True, **options)(serial)
 
 
 def pin_one_thread() -> int:
@@ -353,7 +354,7 @@ def _operand(x, rows, cols):
     return 0, 0, 0
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _launch(a, b, c, alpha, beta, parts):
     """Checks that a, b, c (2-D or 3-D, a 2-D operand broadcast over the batch) are a
     product BLAS can do in place and runs it as _gemm; False where it cannot (the caller

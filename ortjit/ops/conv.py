@@ -137,9 +137,10 @@ def _depthwise_source(taps: int, strides: tuple, parallel: bool, bias: bool) -> 
         read = f"({read}) + bk"
     head = f"""import numpy as np
 import numba
+from ortjit.kernel_cache import njit
 
 
-@numba.njit(cache=True, nogil=True, parallel={parallel}, error_model='numpy')
+@njit(cache=True, nogil=True, parallel={parallel}, error_model='numpy')
 def kernel(x, xq, w, b, y, dims, geo, offs, runs):
     NC, C, H, W, Hp, Wp, oh, ow, mult = dims
     ph, pw = geo

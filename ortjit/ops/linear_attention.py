@@ -11,6 +11,7 @@ import math
 import numba
 import numpy as np
 
+from ..kernel_cache import njit
 from .attention import compute_type, heads_4d, is_float, rounder
 from .base import Info, Op
 from .registry import register
@@ -23,7 +24,7 @@ def _text(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _recurrence(q, k, v, decay, beta, state, out, scale, gating, delta):
     """q (B, Hq, T, dk), k (B, Hkv, T, dk), v (B, Hkv, T, dv), decay (B, Hkv, T, 1 or dk),
     beta (B, 1 or Hkv, T), all float32; state (B, Hkv, dk, dv) is updated in place and

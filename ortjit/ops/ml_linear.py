@@ -19,6 +19,7 @@ post_rows (Numba, in place, by TRANSFORM_CODES).
 import numba
 import numpy as np
 
+from ..kernel_cache import njit
 from .base import Info, Op
 from .registry import register
 
@@ -49,7 +50,7 @@ def _weights(ctx, n_features: int, n_targets: int | None = None):
     return np.ascontiguousarray(coef.reshape(n_targets, n_features).T), intercepts
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
 def _raw_row(x, r, coef, intercepts, out):
     """out[r, j] = x[r] . coef[j] + intercepts[j], in float32 as a float32 GEMM (the sum's
     order is free, so that it vectorizes)."""
@@ -60,14 +61,14 @@ def _raw_row(x, r, coef, intercepts, out):
         out[r, j] = acc + intercepts[j]
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def linear_scores(x, coef, intercepts, out):
     """out (rows, targets) float32 = x (rows, features) @ coef.T + intercepts."""
     for r in range(x.shape[0]):
         _raw_row(x, r, coef, intercepts, out)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def argmax_row(s, r):
     """np.argmax of row r of s: the first largest value, or the first NaN."""
     best = 0
@@ -78,7 +79,7 @@ def argmax_row(s, r):
     return best
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _classify(x, coef, intercepts, transform, label_ids, labels, z):
     """Multiclass: the raw scores into z, the label of each row's best raw score into
     labels, then the post transform of z in place."""
@@ -126,7 +127,7 @@ TRANSFORM_CODES = {"NONE": 0, "LOGISTIC": 1, "SOFTMAX": 2, "SOFTMAX_ZERO": 3, "P
 _F = np.float32
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _probit_one(s):
     x = _F(2) * s - _F(1)
     sign = _F(-1) if x < 0 else _F(1)
@@ -136,7 +137,7 @@ def _probit_one(s):
     return _F(1.41421356) * sign * np.sqrt(v3)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def post_rows(z, transform):
     """TRANSFORMS[name] of a float32 (rows, columns) array, in place; transform is
     TRANSFORM_CODES[name]. float32 arithmetic, as the numpy forms."""

@@ -8,13 +8,14 @@ are summed in float64 and divided in float32.
 import numba
 import numpy as np
 
+from ..kernel_cache import njit
 from .base import Info, Op
 from .registry import register
 
 KINDS = {"MAX": 0, "L1": 1, "L2": 2}
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _normalize(x, kind, out):
     for r in range(x.shape[0]):
         if kind == 0:

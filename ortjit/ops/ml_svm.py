@@ -15,6 +15,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ..kernel_cache import njit
 from .base import Info, Op
 from .ml_linear import TRANSFORMS, _probit
 from .ml_trees import _logistic, _rows, class_labels
@@ -97,7 +98,7 @@ class SVMRegressor(Op):
         return svm_regressor
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _multiclass_probability(pairwise, out):
     """libsvm's coupling of pairwise probabilities r (rows, k, k) into class probabilities,
     ONNX Runtime's loop (at most 100 rounds, stop at max error 0.005 / k)."""

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from ..kernel_cache import njit
 from . import blas
 from .base import Info, Op
 from .ml_linear import TRANSFORM_CODES, TRANSFORMS, _batch, _probit, post_rows
@@ -73,7 +74,7 @@ def _add_leaf(scores, has, r, node, leaf_start, leaf_target, leaf_weight, aggreg
         has[r, j] = True
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _walk(x, roots, mode, feature, threshold, true_next, false_next, missing_true, set_start, set_values,
           leaf_start, leaf_target, leaf_weight, aggregate, scores, has):
     """Adds every tree's leaf weights into scores (aggregate: 0/1 sum, 2 min, 3 max) and marks
@@ -202,7 +203,7 @@ def _walk_of(ctx, forest: Forest) -> Walk | None:
                 np.append(forest.leaf_start, forest.leaf_start[-1]), forest.leaf_target, forest.leaf_weight)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _walk_blocks(x, blocks, nodes, threshold, leq, leaf_start, leaf_target, leaf_weight, aggregate, scores, has):
     """_walk's results for a forest without set membership (see Walk). Block by block, so
     that a block's nodes stay in cache over the rows; each row still adds its trees in
@@ -459,7 +460,7 @@ class Trees:
         return scores, has
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _finish_regression(scores, has, divisor, base, transform, z):
     """z = float32(scores, 0 where no leaf wrote, / divisor if > 0, + base if given), then
     the post transform (TRANSFORM_CODES; 0 for none) in place."""
@@ -474,7 +475,7 @@ def _finish_regression(scores, has, divisor, base, transform, z):
     post_rows(z, transform)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _finish_classes(scores, has, base, transform, label_ids, labels, z):
     """Three or more classes: labels[r] = label_ids of the best class among those a leaf
     (or a base value) scored (np.argmax's choice: the first largest, or the first NaN);
@@ -497,7 +498,7 @@ def _finish_classes(scores, has, base, transform, label_ids, labels, z):
     post_rows(z, transform)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _walk_regression(x, blocks, nodes, threshold, leq, leaf_start, leaf_target, leaf_weight, aggregate, divisor,
                      base, transform, z):
     """_walk_blocks then _finish_regression, in one call."""
@@ -506,7 +507,7 @@ def _walk_regression(x, blocks, nodes, threshold, leq, leaf_start, leaf_target, 
     _finish_regression(scores, has, divisor, base, transform, z)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _walk_classes(x, blocks, nodes, threshold, leq, leaf_start, leaf_target, leaf_weight, base, transform,
                   label_ids, labels, z):
     """_walk_blocks (summing) then _finish_classes, in one call."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ..kernel_cache import njit
 from ..errors import NotImplemented
 from . import blas
 from .base import Info, Op, check_index_range
@@ -34,7 +35,7 @@ def _taps(out, s, pad, n, pad_end, k, d):
     return t
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")  # 0/0 -> nan, not an exception
+@njit(cache=True, nogil=True, error_model="numpy")  # 0/0 -> nan, not an exception
 def _pool(x, y, idx, kind, p, lowest, column_major, dims, dils, tz, ty, tx):
     """x: (NC, D, H, W) flattened -> y: (NC, od, oh, ow) flattened; tz, ty, tx: the _taps
     tables of the three dims; lowest: the lowest value of x's dtype. idx (y's size, or
@@ -118,7 +119,7 @@ def _pool(x, y, idx, kind, p, lowest, column_major, dims, dils, tz, ty, tx):
 # buffers belong to the plan, as all its buffers do: one plan runs one call at a time.
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _to_phase_planes(x, xb, xp, rows, cols, H, W, sw):
     """Copy plane x[xb : xb + H*W] into the phase planes xp. rows[r]: where input row r's
     row of phase q = 0 starts; cols[j]: the offset from there of input column j (j < sw),

@@ -53,7 +53,7 @@ class _AlongAxis(Op):
 # float32 uses the vectorizable exp (ortjit/codegen/cpu/vmath.py). A NaN anywhere in a row
 # makes its sum NaN, so the whole row is NaN, as with numpy.
 _ROWS_SOURCE = """
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={{"reassoc", "contract"}}, parallel={parallel})
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={{"reassoc", "contract"}}, parallel={parallel})
 def kernel(x, y):
     rows, n = x.shape
     for r in numba.prange(rows):

@@ -19,13 +19,13 @@ from ..elementwise import F16, F16_ROUND, ScalarProgram, collapse, render_loop_b
 PARALLEL_MIN_ELEMENTS = int(os.environ.get("ORTJIT_PARALLEL_MIN_ELEMENTS", 0)) or \
     (1 << 16 if blas.THREADED else 1 << 62)
 
-HEADER = "import math\nimport numpy as np\nimport numba\n\n"
+HEADER = "import math\nimport numpy as np\nimport numba\nfrom ortjit.kernel_cache import njit\n\n"
 
 # Numba has no float16: a float16 step rounds its value to the nearest float16 (ties to
 # even, overflow to inf, subnormals kept) and holds it as a float32, exactly as numpy's
 # float32 -> float16 conversion does. Part of the generated source, so that the module
 # stays self-contained and its hash covers this code too.
-F16_HELPER = f'''@numba.njit(cache=True, nogil=True)
+F16_HELPER = f'''@njit(cache=True, nogil=True)
 def {F16_ROUND}(x):
     v = np.float64(x)
     a = abs(v)
@@ -62,7 +62,7 @@ class Vectorizer:
 def render_elementwise(program: ScalarProgram, out_rank: int, in_shapes: list[tuple], parallel: bool) -> str:
     args = ", ".join([f"in{j}" for j in range(len(program.inputs))] + [f"out{j}" for j in range(len(program.outputs))])
     rewrite = Vectorizer()
-    lines = [f"@numba.njit(cache=True, nogil=True, parallel={parallel}, error_model='numpy')",
+    lines = [f"@njit(cache=True, nogil=True, parallel={parallel}, error_model='numpy')",
              f"def kernel({args}):"]
     for k in range(out_rank):
         lines.append(f"    n{k} = out0.shape[{k}]")

@@ -31,7 +31,7 @@ def render_gemm_epilogue(program: ScalarProgram, product_at: int, patterns: list
     lines = [f"# GEMM pieces: ortjit.ops.blas, version {BLAS_PIECES_VERSION}",
              "from ortjit.ops.blas import gemm_piece, split", "",
              "",
-             "@numba.njit(cache=True, nogil=True, parallel=True, error_model='numpy')",
+             "@njit(cache=True, nogil=True, parallel=True, error_model='numpy')",
              f"def kernel({args}):",
              "    batch, m, n = b.shape[0], a.shape[0], b.shape[2]",
              "    per, cut_n, piece = split(parts, batch, m, n)",

@@ -1,0 +1,286 @@
+"""The on-disk cache of compiled kernels: Numba's compile results, kept safe to share.
+
+`njit(cache=True, ...)` is numba.njit with this cache in place of Numba's own, which keys
+its entries by the source file's modification time, names data files with a counter that
+two processes compiling at once can both take (one's index then points at the other's
+code), and unpickles whatever it finds. Here:
+
+* an entry's file name is a hash of everything its code depends on: the function's
+  module, name and line, the sha256 of its source file's contents, the Numba and llvmlite
+  versions, and Numba's own key (signature, target CPU name and features, bytecode). A
+  different CPU or version looks for another file and compiles; the same kernel source
+  finds its entry on any machine, which is what lets `ortjit compile` ship entries;
+* an entry is one file, written to a temporary name and renamed into place, with a header
+  holding the sha256 of its payload: a torn, truncated or corrupted file fails the check,
+  is removed and rebuilt, and is never handed to LLVM;
+* loading searches the artifacts this process opened (read-only), then the cache folder
+  (`config.cache_dir()`); a folder that cannot be written (read-only, full) costs the
+  cache, with one warning, never the run;
+* the folder is bounded: past `config.cache_max_bytes()` the least recently used files go
+  (a hit touches its file).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import shutil
+import sys
+import tempfile
+import threading
+import warnings
+
+import llvmlite
+import numba
+from numba.core.caching import Cache, CompileResultCacheImpl, _CacheLocator
+
+from . import config
+
+MAGIC = b"ORTJITK1"
+SUFFIX = ".ortjitk"
+_HEADER = len(MAGIC) + 32
+
+_lock = threading.Lock()
+_read_roots: list[str] = []            # artifact folders, searched before the cache folder
+_used: dict[str, str] = {}             # relative path -> file, of entries this process loaded or saved
+_unsaved: dict[str, bytes] = {}        # relative path -> payload, of entries it could not write
+_stamps: dict[str, str] = {}           # source file -> content hash
+_warned: set = set()
+_saves = 0
+EVICT_EVERY = 64                       # saves between two checks of the folder's size
+
+
+def njit(fn=None, **options):
+    """numba.njit; with cache=True, compile results go through this module's cache."""
+    if fn is None:
+        return lambda f: njit(f, **options)
+    cached = options.pop("cache", False)
+    dispatcher = numba.njit(**options)(fn)
+    if cached:
+        dispatcher._cache = KernelCache(fn)
+    return dispatcher
+
+
+def add_read_root(path: str) -> None:
+    """Search the kernel entries under `path` (an artifact's cache) before the cache folder."""
+    path = os.path.abspath(path)
+    with _lock:
+        if path not in _read_roots:
+            _read_roots.insert(0, path)
+
+
+def export(root: str) -> dict[str, int]:
+    """Copy every entry this process loaded, saved or failed to save into the cache folder
+    `root` (an artifact's); returns relative path -> size."""
+    with _lock:
+        files, payloads = dict(_used), dict(_unsaved)
+    sizes = {}
+    for relative, path in files.items():
+        target = os.path.join(root, relative)
+        if os.path.abspath(path) != os.path.abspath(target):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copyfile(path, target)
+        sizes[relative] = os.path.getsize(target)
+    for relative, payload in payloads.items():
+        if relative not in sizes:
+            write_entry(os.path.join(root, relative), payload)
+            sizes[relative] = os.path.getsize(os.path.join(root, relative))
+    return sizes
+
+
+def _source_stamp(path: str) -> str:
+    stamp = _stamps.get(path)
+    if stamp is None:
+        try:
+            with open(path, "rb") as f:
+                content = f.read()
+        except OSError:
+            content = path.encode()  # no file (an interactive definition): its name stands in
+        versions = f"numba {numba.__version__} llvmlite {llvmlite.__version__} python {sys.version}"
+        stamp = _stamps[path] = hashlib.sha256(content + versions.encode()).hexdigest()
+    return stamp
+
+
+class _Locator(_CacheLocator):
+    """Numba asks a locator where entries live and how fresh the source is; ours answers
+    by module name and content, not by the file's path and modification time."""
+
+    def __init__(self, py_func, py_file):
+        self._py_file = py_file
+        self._lineno = py_func.__code__.co_firstlineno
+        self._module = py_func.__module__
+
+    def ensure_cache_path(self):
+        pass
+
+    def get_cache_path(self):
+        return os.path.join(config.cache_dir(), "numba", self._module)
+
+    def get_source_stamp(self):
+        return _source_stamp(self._py_file)
+
+    def get_disambiguator(self):
+        return str(self._lineno)
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        return cls(py_func, py_file)
+
+
+class _Impl(CompileResultCacheImpl):
+    _locator_classes = [_Locator]
+
+
+class KernelCache(Cache):
+    _impl_class = _Impl
+
+    def __init__(self, py_func):  # Numba's Cache.__init__ would set up its index files
+        self._name = repr(py_func)
+        self._py_func = py_func
+        self._impl = self._impl_class(py_func)
+        self._module = py_func.__module__
+        self._enabled = True
+
+    @property
+    def cache_path(self):
+        return os.path.join(config.cache_dir(), "numba", self._module)
+
+    def flush(self):
+        pass
+
+    def _relative(self, sig, codegen) -> str:
+        # Numba's key as text: its pickled form holds each type's per-process code number
+        types, target, code = self._index_key(sig, codegen)
+        key = repr((self._impl.filename_base, self._impl.locator.get_source_stamp(), str(types), target, code))
+        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+        return os.path.join("numba", self._module, f"{self._impl.filename_base}.{digest}{SUFFIX}")
+
+    def load_overload(self, sig, target_context):
+        if not self._enabled:
+            return None
+        target_context.refresh()
+        relative = self._relative(sig, target_context.codegen())
+        for root in [*_read_roots, config.cache_dir()]:
+            path = os.path.join(root, relative)
+            payload = _read_entry(path)
+            if payload is None:
+                continue
+            try:
+                cres = self._impl.rebuild(target_context, pickle.loads(payload))
+            except Exception as e:  # noqa: BLE001 - any failure means: compile instead
+                _discard(path, f"could not be loaded ({type(e).__name__}: {e})")
+                continue
+            _touch(path)
+            with _lock:
+                _used[relative] = path
+            return cres
+        return None
+
+    def save_overload(self, sig, cres):
+        if not self._enabled or not self._impl.check_cachable(cres):
+            return
+        root = config.cache_dir()
+        relative = self._relative(sig, cres.codegen)
+        path = os.path.join(root, relative)
+        payload = pickle.dumps(self._impl.reduce(cres), protocol=-1)
+        try:
+            write_entry(path, payload)
+        except OSError as e:
+            _warn_once(root, f"ortjit: cannot write compiled kernels under {root} ({e}); "
+                             "they will be compiled again in each process")
+            with _lock:
+                _unsaved[relative] = payload
+            return
+        with _lock:
+            _used[relative] = path
+        _after_save(root)
+
+
+def write_entry(path: str, payload: bytes) -> None:
+    """Header (magic, sha256 of the payload) and payload, made whole before it has its name."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(MAGIC + hashlib.sha256(payload).digest() + payload)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _read_entry(path: str) -> bytes | None:
+    """The payload of a whole, unaltered entry; None if absent; a damaged one is removed."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    payload = data[_HEADER:]
+    if data[:len(MAGIC)] != MAGIC or hashlib.sha256(payload).digest() != data[len(MAGIC):_HEADER]:
+        _discard(path, "is damaged (truncated or altered)")
+        return None
+    return payload
+
+
+def _discard(path: str, why: str) -> None:
+    warnings.warn(f"ortjit: the cached kernel {path} {why}; compiling it again", RuntimeWarning, stacklevel=3)
+    try:
+        os.unlink(path)
+    except OSError:
+        pass  # an artifact's read-only file: it is skipped each time, never loaded
+
+
+def _touch(path: str) -> None:
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def _warn_once(key, message: str) -> None:
+    with _lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _after_save(root: str) -> None:
+    global _saves
+    with _lock:
+        _saves += 1
+        due = _saves % EVICT_EVERY == 1
+    if due:
+        evict(root, config.cache_max_bytes())
+
+
+def evict(root: str, limit: int) -> int:
+    """Past `limit` bytes of kernels (compiled entries and generated sources) under root,
+    remove the least recently used files down to 80% of it; returns the bytes removed."""
+    files = []
+    for folder, _, names in (w for sub in ("numba", "kernels") for w in os.walk(os.path.join(root, sub))):
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            files.append((st.st_mtime, st.st_size, path))
+    total = sum(size for _, size, _ in files)
+    if total <= limit:
+        return 0
+    removed = 0
+    for _, size, path in sorted(files):
+        if total - removed <= 0.8 * limit:
+            break
+        try:
+            os.unlink(path)
+            removed += size
+        except OSError:
+            pass
+    return removed

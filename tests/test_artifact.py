@@ -1,0 +1,157 @@
+"""Ahead-of-time artifacts (`ortjit compile`): written once, loaded by a session in another
+process whose kernel cache is empty, with no Numba compilation for the compiled shapes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from ortjit import cli
+
+# Reports the outputs, the Numba compilations and the warnings of a first run.
+RUN = r"""
+import json, sys, warnings
+import numpy as np
+from numba.core import event
+import onnxruntime as ort
+compiles = []
+class Count(event.Listener):
+    def on_start(self, e): compiles.append(e.data["dispatcher"].py_func.__qualname__)
+    def on_end(self, e): pass
+event.register("numba:compile", Count())
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    try:
+        sess = ort.InferenceSession(sys.argv[1])
+        x = np.linspace(-2, 2, int(sys.argv[2]) * 4, dtype=np.float32).reshape(-1, 4)
+        y = sess.run(None, {"x": x})[0].tolist()
+        error = None
+    except Exception as e:
+        y, error = None, f"{type(e).__name__}: {e}"
+print(json.dumps({"y": y, "compiles": compiles, "error": error,
+                  "warnings": [str(w.message) for w in caught]}))
+"""
+
+
+def _model(path):
+    """x[N, 4] @ W + b -> Relu -> * 2: a GEMM and a fused elementwise kernel."""
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3], np.arange(12, dtype=np.float32) / 10)
+    b = helper.make_tensor("b", TensorProto.FLOAT, [3], [0.5, -0.5, 0.0])
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"]),
+                           helper.make_node("Relu", ["a"], ["r"]), helper.make_node("Mul", ["r", "two"], ["y"])],
+                          "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [w, b, two])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def _expected(rows):
+    x = np.linspace(-2, 2, rows * 4, dtype=np.float32).reshape(-1, 4)
+    w = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
+    return (np.maximum(x @ w + np.array([0.5, -0.5, 0.0], np.float32), 0) * 2)
+
+
+def _run(target, rows, cache):
+    env = dict(os.environ, ORTJIT_CACHE_DIR=str(cache))
+    res = subprocess.run([sys.executable, "-c", RUN, str(target), str(rows)], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    root = tmp_path_factory.mktemp("aot")
+    model = _model(str(root / "model.onnx"))
+    out = root / "model.ortjit"
+    assert cli.main(["compile", model, "-o", str(out), "--shape", "x=5,4", "--shape", "x=64,4"]) == 0
+    return out
+
+
+def _copy(src, dst):
+    import shutil
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_an_artifact_runs_its_shapes_without_compiling_in_a_fresh_process(artifact, tmp_path):
+    manifest = json.loads((artifact / "ortjit-artifact.json").read_text())
+    assert [s["x"]["shape"] for s in manifest["signatures"]] == [[5, 4], [64, 4]]
+    assert manifest["entries"] and all((artifact / "cache" / e).is_file() for e in manifest["entries"])
+    for rows in (5, 64):
+        got = _run(artifact, rows, tmp_path / f"empty{rows}")
+        assert got["compiles"] == [] and got["error"] is None, got
+        np.testing.assert_allclose(got["y"], _expected(rows), rtol=1e-5)
+        assert not (tmp_path / f"empty{rows}" / "numba").exists()  # nothing compiled, nothing saved
+
+
+def test_other_shapes_run_too(artifact, tmp_path):
+    # kernels are typed by dtype and rank, not by dims, so these may well load, not compile
+    got = _run(artifact, 3, tmp_path / "empty")
+    assert got["error"] is None
+    np.testing.assert_allclose(got["y"], _expected(3), rtol=1e-5)
+
+
+def test_an_artifact_from_another_cpu_warns_and_compiles(artifact, tmp_path):
+    other = _copy(artifact, tmp_path / "other.ortjit")
+    manifest = json.loads((other / "ortjit-artifact.json").read_text())
+    manifest["machine"]["cpu"] = "some-other-cpu"
+    (other / "ortjit-artifact.json").write_text(json.dumps(manifest))
+    got = _run(other, 5, tmp_path / "empty")
+    assert got["compiles"] and got["error"] is None
+    assert any("compiled for another cpu" in w for w in got["warnings"]), got["warnings"]
+    np.testing.assert_allclose(got["y"], _expected(5), rtol=1e-5)
+
+
+def test_a_damaged_kernel_entry_is_compiled_instead(artifact, tmp_path):
+    damaged = _copy(artifact, tmp_path / "damaged.ortjit")
+    for entry in (damaged / "cache").rglob("*.ortjitk"):
+        entry.write_bytes(entry.read_bytes()[:100])
+    got = _run(damaged, 5, tmp_path / "empty")
+    assert got["compiles"] and got["error"] is None
+    assert any("damaged" in w for w in got["warnings"]), got["warnings"]
+    np.testing.assert_allclose(got["y"], _expected(5), rtol=1e-5)
+
+
+def test_an_unreadable_manifest_warns_and_compiles(artifact, tmp_path):
+    broken = _copy(artifact, tmp_path / "broken.ortjit")
+    text = (broken / "ortjit-artifact.json").read_text()
+    (broken / "ortjit-artifact.json").write_text(text[: len(text) // 2])
+    got = _run(broken, 5, tmp_path / "empty")
+    assert got["error"] is None and got["compiles"]
+    assert any("unreadable manifest" in w for w in got["warnings"]), got["warnings"]
+    np.testing.assert_allclose(got["y"], _expected(5), rtol=1e-5)
+
+
+def test_a_truncated_model_is_invalid_protobuf_naming_the_artifact(artifact, tmp_path):
+    cut = _copy(artifact, tmp_path / "cut.ortjit")
+    data = (cut / "model.onnx").read_bytes()
+    (cut / "model.onnx").write_bytes(data[: len(data) - 10])
+    got = _run(cut, 5, tmp_path / "empty")
+    assert got["error"].startswith("InvalidProtobuf") and str(cut) in got["error"], got["error"]
+
+
+def test_a_folder_that_is_not_an_artifact_is_refused(tmp_path):
+    got = _run(tmp_path, 5, tmp_path / "cache")
+    assert got["error"].startswith("InvalidArgument") and "directory" in got["error"]
+
+
+def test_compile_asks_for_the_shape_of_symbolic_dims(tmp_path, capsys):
+    model = _model(str(tmp_path / "model.onnx"))
+    assert cli.main(["compile", model, "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "symbolic dims" in err and "--shape x=1,4" in err
+
+
+def test_run_and_explain_take_an_artifact(artifact, capsys):
+    assert cli.main(["run", str(artifact), "--shape", "x=5,4", "--repeat", "1"]) == 0
+    assert "output y: float32[5, 3]" in capsys.readouterr().out
+    assert cli.main(["explain", str(artifact), "--shape", "x=5,4"]) == 0
+    assert "(ahead of time)" in capsys.readouterr().out
