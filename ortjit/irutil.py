@@ -11,11 +11,18 @@ from .ops.base import Info, NodeContext
 from .ops.registry import normalize_domain
 
 
+# The attribute's declared type picks the conversion: isinstance against onnx-ir's runtime
+# protocols (ir.TensorProtocol) walks the protocol's members on every call, 40 ms of a
+# ShuffleNet session's first run.
+_TENSOR, _TENSORS = ir.AttributeType.TENSOR, ir.AttributeType.TENSORS
+
+
 def attr_value(attr: ir.Attr):
     v = attr.value
-    if isinstance(v, ir.TensorProtocol):
+    kind = attr.type
+    if kind == _TENSOR:
         return tensor_to_numpy(v)
-    if isinstance(v, (list, tuple)) and v and isinstance(v[0], ir.TensorProtocol):
+    if kind == _TENSORS:
         return [tensor_to_numpy(t) for t in v]
     if isinstance(v, (list, tuple)):
         return list(v)
