@@ -28,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 import warnings
 
 import llvmlite
@@ -270,6 +271,9 @@ def evict(root: str, limit: int) -> int:
                 st = os.stat(path)
             except OSError:
                 continue
+            if name.endswith(".tmp") and st.st_mtime < time.time() - 3600:
+                _remove(path)  # an entry's write that never finished (its process was killed)
+                continue
             files.append((st.st_mtime, st.st_size, path))
     total = sum(size for _, size, _ in files)
     if total <= limit:
@@ -278,9 +282,14 @@ def evict(root: str, limit: int) -> int:
     for _, size, path in sorted(files):
         if total - removed <= 0.8 * limit:
             break
-        try:
-            os.unlink(path)
+        if _remove(path):
             removed += size
-        except OSError:
-            pass
     return removed
+
+
+def _remove(path: str) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except OSError:
+        return False

@@ -9,6 +9,7 @@ only the outputs it returns.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from . import config, irutil, progress, subgraph
+from . import compile_helper, config, irutil, progress, subgraph
 from .errors import InvalidGraph, OrtjitError, RuntimeException
 from .ops.base import Info, NeedsRuntimeValue
 
@@ -54,15 +55,27 @@ class Plan:
     def run(self, inputs: list, stop=None, profile=None) -> list:
         if stop is not None or profile is not None or len(inputs) != len(self.input_slots):
             return self._run_checked(inputs, stop, profile)
-        if self._runner is None and progress.wanted(sys.stderr):
-            # the first run compiles or loads each kernel as it reaches it: a step at a
-            # time, behind a progress bar that shows if that takes more than a moment
-            with progress.Progress(len(self.steps), "ortjit: compiling kernels") as bar:
-                outs = self._run_checked(inputs, None, None, bar)
-            self._make_runner()
-            return outs
-        runner = self._runner if self._runner is not None else self._make_runner()
-        return runner(inputs)
+        if self._runner is None:
+            return self._first_run(inputs)
+        return self._runner(inputs)
+
+    def _first_run(self, inputs: list) -> list:
+        """The first run compiles or loads each kernel as it reaches it. It runs the plan's
+        code with a hook before each step, which moves a progress bar (shown if that takes
+        more than a moment) and, once a kernel had to be compiled, may start a helper
+        process compiling the later ones (compile_helper.py)."""
+        bar = progress.Progress(len(self.steps), "ortjit: compiling kernels") if progress.wanted(sys.stderr) else None
+        first = compile_helper.FirstRun(self, inputs, bar)
+        source, namespace = _render_runner(self, hooked=True)
+        namespace["_at"] = first.at
+        exec(compile(source, f"<ortjit first run {id(self):x}>", "exec"), namespace)
+        try:
+            with bar if bar is not None else contextlib.nullcontext():
+                outs = namespace["run"](inputs)
+        finally:
+            first.close()
+        self._make_runner()
+        return outs
 
     def _make_runner(self):
         """The plan as one generated Python function (as TorchInductor's wrapper code): the
@@ -76,9 +89,8 @@ class Plan:
             config.emit(source)
         return self._runner
 
-    def _run_checked(self, inputs: list, stop, profile, bar=None) -> list:
-        """run() with a terminate flag checked before each step, per-step timings and / or a
-        progress bar advanced at each step."""
+    def _run_checked(self, inputs: list, stop, profile) -> list:
+        """run() with a terminate flag checked before each step and / or per-step timings."""
         vals = self.template.copy()
         for slot, x in zip(self.input_slots, inputs):
             vals[slot] = x
@@ -86,8 +98,6 @@ class Plan:
             if fresh:
                 vals[slot] = np.empty(info.shape, info.dtype)
         for step in self.steps:
-            if bar is not None:
-                bar.advance(step.op_type)
             if stop is not None and stop():
                 from .errors import Fail
                 raise Fail("Exiting due to terminate flag being set to true.")
@@ -124,13 +134,14 @@ class Plan:
         return "\n".join(lines)
 
 
-def _render_runner(plan: Plan) -> tuple[str, dict]:
+def _render_runner(plan: Plan, hooked: bool = False) -> tuple[str, dict]:
     """Source and namespace of run(inputs) -> outputs for a plan. Slot k lives in local v{k}
     once fed or returned by a step; constants and preallocated buffers are globals c{k};
     step k's kernel is f{k}. Outputs allocated per run are allocated first; a graph output
     that a return-mode kernel makes anew on every call (it says so with fn.fresh_outputs =
     True) is handed out as is when no other step reads it, it is not fed and it is not
-    returned twice: nothing else can hold its memory. Other arrays are copied out."""
+    returned twice: nothing else can hold its memory. Other arrays are copied out.
+    hooked: call _at(k) before step k (the first run's hook)."""
     ns = {"_empty": np.empty, "_ndarray": np.ndarray, "_tuple": tuple, "_isinstance": isinstance,
           "_OrtjitError": OrtjitError, "_failed": _failed, "_steps": plan.steps}
     local: set = set()
@@ -157,6 +168,8 @@ def _render_runner(plan: Plan) -> tuple[str, dict]:
         ns[f"f{k}"] = step.fn
         args = [ref(i) for i in step.ins]
         lines.append(f"        s = {k}  # {ascii(step.op_type)} {ascii(step.name)}")  # ascii: no line breaks
+        if hooked:
+            lines.append(f"        _at({k})")
         if step.mode == "write":
             lines.append(f"        f{k}({', '.join(args + [ref(o) for o in step.outs])})")
             continue

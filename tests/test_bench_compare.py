@@ -27,6 +27,12 @@ def test_quick_compare(tmp_path):
     assert "## Targets" in page and "one-node per-call overhead" in page
     assert "## A fresh process" in page and "## Failures" in page
     assert "one_node" in stdout and "ratio" in stdout
+    # start-up: the warm and ahead-of-time rows, and the one-node artifact compiled and loaded
+    assert "`ortjit compile` artifact: largest ratio" in page and "fresh process, import to first result" in page
+    row = next(line for line in page.splitlines() if line.startswith("| one_node | ") and " ms |" in line
+               and line.count("|") > 10)
+    assert row.split("|")[9].strip() not in ("", "-")      # ahead of time: session + first run
+    assert "ahead of time" not in page.split("## Failures")[1]
 
 
 def test_quick_compare_without_ort(tmp_path):

@@ -129,10 +129,14 @@ def test_eviction_removes_the_least_recently_used_kernels_past_the_limit(tmp_pat
         f.write_bytes(b"x" * 1000)
         os.utime(f, (1000 + k, 1000 + k))   # entry0 is the least recently used
         files.append(f)
+    stale = tmp_path / "numba" / "entry.ortjitk.123.tmp"   # a write whose process was killed
+    stale.write_bytes(b"z")
+    os.utime(stale, (1000, 1000))
     other = tmp_path / "backend-test-data"
     other.mkdir()
     (other / "big").write_bytes(b"y" * 50_000)   # not a kernel: never evicted
     assert kernel_cache.evict(str(tmp_path), 20_000) == 0
+    assert not stale.exists()
     removed = kernel_cache.evict(str(tmp_path), 5_000)
     assert removed == 6000                      # down to 4000 <= 80% of 5000
     assert [f.exists() for f in files] == [False] * 6 + [True] * 4
