@@ -138,7 +138,9 @@ class ConvBatchNormPass(ir.passes.InPlacePass):
         if w is None or w.dtype not in _FLOATS or w.shape[0] != s.shape[0] or \
                 (len(conv.inputs) > 2 and conv.inputs[2] is not None and b is None):
             return False
-        new_w = (w.astype(np.float64) * s.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
+        # in the weights' own type, as ONNX Runtime folds: the scale rounded once, then each
+        # product (a float64 detour cost 0.2 s of ResNet-50's session for half an ulp)
+        new_w = w * s.astype(w.dtype).reshape((-1,) + (1,) * (w.ndim - 1))
         new_b = ((b.astype(np.float64) if b is not None else 0.0) * s + t).astype(w.dtype)
         conv.replace_input_with(1, rw.constant(new_w, f"{conv.name}_W_bn"))
         if len(conv.inputs) < 3:
