@@ -56,6 +56,10 @@ def main(argv=None):
     if not selected:
         sys.exit(f"no case matches {args.models!r}: see python bench/make_models.py --list")
 
+    # byte-compiled as `pip install` leaves a package (this machine sets PYTHONDONTWRITEBYTECODE,
+    # so an editable checkout would be compiled from source by every new process)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(ROOT, "ortjit"),
+                    os.path.join(ROOT, "onnxruntime")], check=False, stdout=subprocess.DEVNULL)
     ortjit = measure.Side("ortjit", sys.executable, {"PYTHONPATH": ROOT}, kernel_caches=True)
     ort, ref = reference_side(args)
     sides = [ortjit, ort]
