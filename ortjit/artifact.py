@@ -75,6 +75,8 @@ def write(model_path, out_dir: str, signatures: list[dict] | None = None, feeds:
     if not runs:
         runs = [sample_feed(optimized, {})]
     os.makedirs(out_dir, exist_ok=True)
+    if os.path.exists(os.path.join(out_dir, MANIFEST)):  # a folder compiled before: not one until done
+        os.remove(os.path.join(out_dir, MANIFEST))
     optimized.save_optimized(os.path.join(out_dir, MODEL))
     # compiled from the saved graph, as a session opening the artifact will load it: a weight
     # read from the file is a read-only array, a kernel argument type of its own

@@ -6,8 +6,10 @@ two processes compiling at once can both take (one's index then points at the ot
 code), and unpickles whatever it finds. Here:
 
 * an entry's file name is a hash of everything its code depends on: the function's
-  module, name and line, the sha256 of its source file's contents, the Numba and llvmlite
-  versions, and Numba's own key (signature, target CPU name and features, bytecode). A
+  module, name and line, the sha256 of its source file's contents, the ortjit, Numba and
+  llvmlite versions, and Numba's own key (signature, target CPU name and features,
+  bytecode); what a kernel inlines from another module changes with ortjit's version,
+  not with its file (as in Numba's cache: edit such a module, clear the cache). A
   different CPU or version looks for another file and compiles; the same kernel source
   finds its entry on any machine, which is what lets `ortjit compile` ship entries;
 * an entry is one file, written to a temporary name and renamed into place, with a header
@@ -97,7 +99,10 @@ def _source_stamp(path: str) -> str:
                 content = f.read()
         except OSError:
             content = path.encode()  # no file (an interactive definition): its name stands in
-        versions = f"numba {numba.__version__} llvmlite {llvmlite.__version__} python {sys.version}"
+        # ortjit's version too: a kernel's code includes what it inlines from other modules
+        # (ortjit.ops.blas's GEMM pieces, say), which its own file's contents do not show
+        from . import __version__
+        versions = f"ortjit {__version__} numba {numba.__version__} llvmlite {llvmlite.__version__} python {sys.version}"
         stamp = _stamps[path] = hashlib.sha256(content + versions.encode()).hexdigest()
     return stamp
 
