@@ -13,18 +13,13 @@ import pytest
 from onnx import TensorProto, helper
 
 from ortjit import cli
+from tests.util import COUNT_COMPILES
 
 # Reports the outputs, the Numba compilations and the warnings of a first run.
-RUN = r"""
+RUN = COUNT_COMPILES + r"""
 import json, sys, warnings
 import numpy as np
-from numba.core import event
 import onnxruntime as ort
-compiles = []
-class Count(event.Listener):
-    def on_start(self, e): compiles.append(e.data["dispatcher"].py_func.__qualname__)
-    def on_end(self, e): pass
-event.register("numba:compile", Count())
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     try:
@@ -99,34 +94,31 @@ def test_other_shapes_run_too(artifact, tmp_path):
     np.testing.assert_allclose(got["y"], _expected(3), rtol=1e-5)
 
 
-def test_an_artifact_from_another_cpu_warns_and_compiles(artifact, tmp_path):
-    other = _copy(artifact, tmp_path / "other.ortjit")
-    manifest = json.loads((other / "ortjit-artifact.json").read_text())
+def _other_cpu(folder):
+    manifest = json.loads((folder / "ortjit-artifact.json").read_text())
     manifest["machine"]["cpu"] = "some-other-cpu"
-    (other / "ortjit-artifact.json").write_text(json.dumps(manifest))
-    got = _run(other, 5, tmp_path / "empty")
-    assert got["compiles"] and got["error"] is None
-    assert any("compiled for another cpu" in w for w in got["warnings"]), got["warnings"]
-    np.testing.assert_allclose(got["y"], _expected(5), rtol=1e-5)
+    (folder / "ortjit-artifact.json").write_text(json.dumps(manifest))
 
 
-def test_a_damaged_kernel_entry_is_compiled_instead(artifact, tmp_path):
-    damaged = _copy(artifact, tmp_path / "damaged.ortjit")
-    for entry in (damaged / "cache").rglob("*.ortjitk"):
+def _truncated_entries(folder):
+    for entry in (folder / "cache").rglob("*.ortjitk"):
         entry.write_bytes(entry.read_bytes()[:100])
-    got = _run(damaged, 5, tmp_path / "empty")
+
+
+def _truncated_manifest(folder):
+    text = (folder / "ortjit-artifact.json").read_text()
+    (folder / "ortjit-artifact.json").write_text(text[: len(text) // 2])
+
+
+@pytest.mark.parametrize("damage, warning", [(_other_cpu, "compiled for another cpu"),
+                                             (_truncated_entries, "damaged"),
+                                             (_truncated_manifest, "unreadable manifest")])
+def test_an_artifact_that_cannot_serve_warns_and_compiles(artifact, tmp_path, damage, warning):
+    folder = _copy(artifact, tmp_path / "copy.ortjit")
+    damage(folder)
+    got = _run(folder, 5, tmp_path / "empty")
     assert got["compiles"] and got["error"] is None
-    assert any("damaged" in w for w in got["warnings"]), got["warnings"]
-    np.testing.assert_allclose(got["y"], _expected(5), rtol=1e-5)
-
-
-def test_an_unreadable_manifest_warns_and_compiles(artifact, tmp_path):
-    broken = _copy(artifact, tmp_path / "broken.ortjit")
-    text = (broken / "ortjit-artifact.json").read_text()
-    (broken / "ortjit-artifact.json").write_text(text[: len(text) // 2])
-    got = _run(broken, 5, tmp_path / "empty")
-    assert got["error"] is None and got["compiles"]
-    assert any("unreadable manifest" in w for w in got["warnings"]), got["warnings"]
+    assert any(warning in w for w in got["warnings"]), got["warnings"]
     np.testing.assert_allclose(got["y"], _expected(5), rtol=1e-5)
 
 

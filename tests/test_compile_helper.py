@@ -12,6 +12,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from tests.util import COUNT_COMPILES
+
 W1 = np.linspace(-1, 1, 32, dtype=np.float32).reshape(4, 8)
 W2 = np.linspace(1, -1, 64, dtype=np.float32).reshape(8, 8)
 W3 = np.linspace(-1, 2, 24, dtype=np.float32).reshape(8, 3)
@@ -35,17 +37,11 @@ def _expected(rows):
     d = np.exp(c - c.max(-1, keepdims=True))
     return np.tanh(d / d.sum(-1, keepdims=True) @ W3)
 
-SCRIPT = r"""
+SCRIPT = COUNT_COMPILES + r"""
 import json, os, sys
 import numpy as np
 import ortjit
 from ortjit import compile_helper
-from numba.core import event
-compiles = []
-class Count(event.Listener):
-    def on_start(self, e): compiles.append(e.data["dispatcher"].py_func.__qualname__)
-    def on_end(self, e): pass
-event.register("numba:compile", Count())
 model = ortjit.compile(sys.argv[1])
 x = np.linspace(-2, 2, 20, dtype=np.float32).reshape(5, 4)
 if sys.argv[2] == "backwards":   # what the helper does, here in this process

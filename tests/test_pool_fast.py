@@ -196,3 +196,16 @@ def test_which_pools_take_the_fast_path(monkeypatch):
         y = pool(op, x, attrs, outputs=outputs)[0]
         assert bool(taken) == fast, (op, x.dtype, x.shape, outputs)
         assert y.shape == (*x.shape[:2], *[n - k + 1 for n, k in zip(x.shape[2:], attrs["kernel_shape"])])
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 7), (1, 4, 9), (1, 2, 3, 4, 5)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+@pytest.mark.parametrize("include_pad", [0, 1])
+def test_average_pool_over_the_whole_plane_is_the_plane_mean(shape, dtype, include_pad):
+    # ResNet's last pool: one window, the whole plane (taken as a mean, no pooling kernel)
+    x = RNG.standard_normal(shape).astype(dtype)
+    attrs = {"kernel_shape": list(shape[2:]), "count_include_pad": include_pad}
+    (y,) = pool("AveragePool", x, attrs)
+    want = x.astype(np.float64).reshape(*shape[:2], -1).mean(axis=2).astype(dtype)
+    assert y.dtype == dtype and y.shape == (*shape[:2], *[1] * (len(shape) - 2))
+    np.testing.assert_array_equal(y.reshape(shape[:2]), want)

@@ -52,3 +52,15 @@ def assert_matches_reference(model, feed, rtol=1e-5, atol=1e-6):
         else:
             np.testing.assert_array_equal(g, e)
     return got
+
+
+# Python source for a test's subprocess: `compiles` lists the kernels Numba compiles from
+# here on (its compile events; a kernel loaded from a cache is not one).
+COUNT_COMPILES = r"""
+from numba.core import event
+compiles = []
+class _Count(event.Listener):
+    def on_start(self, e): compiles.append(e.data["dispatcher"].py_func.__qualname__)
+    def on_end(self, e): pass
+event.register("numba:compile", _Count())
+"""
