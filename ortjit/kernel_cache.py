@@ -166,6 +166,14 @@ class KernelCache(Cache):
             return None
         target_context.refresh()
         relative = self._relative(sig, target_context.codegen())
+        cres = self._load(relative, target_context)
+        # Not on disk: unless another process is compiling it right now (then wait for its
+        # entry, and load that), this process claims it and compiles.
+        while cres is None and not _claim(os.path.join(config.cache_dir(), relative)):
+            cres = self._load(relative, target_context)
+        return cres
+
+    def _load(self, relative: str, target_context):
         for root in [*_read_roots, config.cache_dir()]:
             path = os.path.join(root, relative)
             payload = _read_entry(path)
@@ -183,13 +191,15 @@ class KernelCache(Cache):
         return None
 
     def save_overload(self, sig, cres):
-        if not self._enabled or not self._impl.check_cachable(cres):
+        if not self._enabled:
             return
         root = config.cache_dir()
         relative = self._relative(sig, cres.codegen)
         path = os.path.join(root, relative)
-        payload = pickle.dumps(self._impl.reduce(cres), protocol=-1)
         try:
+            if not self._impl.check_cachable(cres):
+                return
+            payload = pickle.dumps(self._impl.reduce(cres), protocol=-1)
             write_entry(path, payload)
         except OSError as e:
             _warn_once(root, f"ortjit: cannot write compiled kernels under {root} ({e}); "
@@ -197,9 +207,83 @@ class KernelCache(Cache):
             with _lock:
                 _unsaved[relative] = payload
             return
+        finally:
+            _release(path)
         with _lock:
             _used[relative] = path
         _after_save(root)
+
+
+# Claims: who compiles a kernel that is not on disk. The claim is a file next to where the
+# entry will be, created exclusively, holding "host pid"; the entry's writer removes it. A
+# process that finds another's claim waits for the entry instead of compiling it too, so
+# that processes starting the same model at once (the compile helper and its run, a
+# service's workers) each compile a share. A claim whose process is gone, or older than
+# CLAIM_STALE_S (a compile that failed), is taken over.
+CLAIM_STALE_S = 120.0
+CLAIM_POLL_S = 0.02
+_host = os.uname().nodename if hasattr(os, "uname") else ""
+
+
+def _claim(path: str) -> bool:
+    """True: this process compiles (claimed, or no claim possible); False: another process
+    had it and is done or gone, so look on disk again."""
+    claim = path + ".claim"
+    try:
+        os.makedirs(os.path.dirname(claim), exist_ok=True)
+        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return _wait_for(claim)
+    except OSError:
+        return True  # an unwritable folder: compile, unclaimed
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{_host} {os.getpid()}")
+    return True
+
+
+def _release(path: str) -> None:
+    claim = path + ".claim"
+    try:
+        with open(claim) as f:
+            mine = f.read() == f"{_host} {os.getpid()}"
+        if mine:
+            os.unlink(claim)
+    except OSError:
+        pass
+
+
+def _wait_for(claim: str) -> bool:
+    """Wait until another process's claim is gone, its process dead, or the claim stale
+    (then removed): False. True at once if the claim is this process's own (left by a
+    compile that failed): compile again."""
+    while True:
+        try:
+            with open(claim) as f:
+                host, _, pid = f.read().partition(" ")
+            age = time.time() - os.stat(claim).st_mtime
+        except (OSError, ValueError):
+            return False  # gone: the entry is written (or its writer failed)
+        if host == _host and pid == str(os.getpid()):
+            return True
+        if age > CLAIM_STALE_S or (host == _host and pid.isdigit() and not _alive(int(pid))):
+            _remove(claim)
+            return False
+        time.sleep(CLAIM_POLL_S)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a child killed but not yet reaped is a zombie: gone for our purpose
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def write_entry(path: str, payload: bytes) -> None:

@@ -92,7 +92,9 @@ def test_several_processes_compiling_at_once_leave_whole_entries(tmp_path):
         assert p.returncode == 0, err
         results.append(json.loads(out.strip().splitlines()[-1]))
     assert len({r["y"] for r in results}) == 1
+    assert sum(r["misses"] for r in results) == 1   # one compiled it, the others waited and loaded
     assert len(_entries(tmp_path)) == 1
+    assert not list(tmp_path.rglob("*.claim"))
     assert not list(tmp_path.rglob("*.tmp"))
     assert run_in_fresh_process(tmp_path)["hits"] == 1
 
@@ -141,3 +143,15 @@ def test_eviction_removes_the_least_recently_used_kernels_past_the_limit(tmp_pat
     assert removed == 6000                      # down to 4000 <= 80% of 5000
     assert [f.exists() for f in files] == [False] * 6 + [True] * 4
     assert (other / "big").exists()
+
+
+def test_a_claim_left_by_a_dead_process_is_taken_over(tmp_path):
+    first = run_in_fresh_process(tmp_path)
+    (entry,) = _entries(tmp_path)
+    entry.unlink()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    claim = entry.parent / (entry.name + ".claim")
+    claim.write_text(f"{os.uname().nodename} {dead.stdout.strip()}")   # its process has exited
+    again = run_in_fresh_process(tmp_path)
+    assert again["misses"] == 1 and again["y"] == first["y"]
+    assert entry.exists() and not claim.exists()
