@@ -15,6 +15,7 @@ import tempfile
 from . import config
 
 _loaded: dict[str, object] = {}
+written = [0]   # kernel sources this process wrote, none on disk before: their kernels compile
 
 
 def source_hash(source: str) -> str:
@@ -45,6 +46,7 @@ def load(name: str, source: str, attr: str = "kernel"):
         except OSError:
             fresh = True
         if fresh:
+            written[0] += 1
             try:
                 _write_atomic(path, source)
             except OSError:

@@ -2,12 +2,14 @@
 
 Numba compiles a kernel the first time it is called, one at a time (a process-wide lock),
 so a first run with empty caches compiles its kernels one after the other on one core:
-ResNet-50 spends about 20 s so. Once a first run has compiled a kernel (the caches are
-cold, then), it forks a helper process that calls the remaining steps' kernels from the
-last one backwards, on zeros of the right shapes and dtypes (constants as they are), and
-exits; every kernel it compiles lands in the disk cache (kernel_cache.py), where the run,
-going forwards, finds it when it gets there: the two meet in the middle. The helper's
-results are thrown away, its errors ignored; it is killed when the run ends.
+ResNet-50 spends about 20 s so. From the start of a first run whose plan wrote new kernel
+sources, or once it has had to compile a kernel (the caches are cold, then), it forks a
+helper process that calls the remaining steps' kernels from the last one backwards, on
+zeros of the right shapes and dtypes (constants as they are). Every kernel the helper
+compiles lands in the disk cache (kernel_cache.py), where the run, going forwards, finds
+it when it gets there, waiting for it if the helper is at it; the helper, finding the run
+at a kernel, skips it. The two meet in the middle. The helper's results are thrown away,
+its errors ignored; it is killed when the run ends.
 
 Only where fork() is safe for what is loaded: Linux, not under Numba's OpenMP layer (its
 threads do not survive fork). ORTJIT_COMPILE_HELPER=0 turns it off.
@@ -62,12 +64,15 @@ class FirstRun:
         if self.active and not _listening[0]:
             _listen()
         self.start = _compiles[0]
+        # kernel sources new on disk: they will compile, so start at once (the first
+        # step's compile then has company too)
+        self.cold = plan.stats.get("new_kernel_sources", 0) > 0
         self.pid = None
 
     def at(self, k: int) -> None:
         if self.bar is not None:
             self.bar.advance(self.plan.steps[k].op_type)
-        if (self.active and self.pid is None and _compiles[0] > self.start
+        if (self.active and self.pid is None and (self.cold or _compiles[0] > self.start)
                 and k < len(self.plan.steps) - 2):
             self.pid = _fork_helper(self.plan, self.inputs, k)
 
@@ -93,6 +98,8 @@ def _fork_helper(plan, inputs: list, first: int):
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
         _limit_memory()
+        from . import kernel_cache
+        kernel_cache.skip_claimed = True
         _compile_backwards(plan, inputs, first)
     finally:
         os._exit(0)

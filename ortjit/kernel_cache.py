@@ -221,6 +221,13 @@ class KernelCache(Cache):
 # service's workers) each compile a share. A claim whose process is gone, or older than
 # CLAIM_STALE_S (a compile that failed), is taken over.
 CLAIM_STALE_S = 120.0
+skip_claimed = False   # the compile helper: a kernel another process compiles is skipped, not awaited
+
+
+class Claimed(Exception):
+    """Raised instead of waiting, when skip_claimed: another process compiles this kernel."""
+
+
 CLAIM_POLL_S = 0.02
 _host = os.uname().nodename if hasattr(os, "uname") else ""
 
@@ -233,6 +240,8 @@ def _claim(path: str) -> bool:
         os.makedirs(os.path.dirname(claim), exist_ok=True)
         fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
+        if skip_claimed and not _own(claim):
+            raise Claimed(claim) from None
         return _wait_for(claim)
     except OSError:
         return True  # an unwritable folder: compile, unclaimed
@@ -241,15 +250,17 @@ def _claim(path: str) -> bool:
     return True
 
 
-def _release(path: str) -> None:
-    claim = path + ".claim"
+def _own(claim: str) -> bool:
     try:
         with open(claim) as f:
-            mine = f.read() == f"{_host} {os.getpid()}"
-        if mine:
-            os.unlink(claim)
+            return f.read() == f"{_host} {os.getpid()}"
     except OSError:
-        pass
+        return False
+
+
+def _release(path: str) -> None:
+    if _own(path + ".claim"):
+        _remove(path + ".claim")
 
 
 def _wait_for(claim: str) -> bool:

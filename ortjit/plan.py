@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from . import compile_helper, config, irutil, progress, subgraph
+from . import codecache, compile_helper, config, irutil, progress, subgraph
 from .errors import InvalidGraph, OrtjitError, RuntimeException
 from .ops.base import Info, NeedsRuntimeValue
 
@@ -219,6 +219,7 @@ def build_plan(graph: ir.Graph, opsets: dict, feed_infos: dict, overridden: froz
     captured: for a subgraph, the outer-scope Values it reads -> their Info; they are fed
     after the graph inputs, in this order."""
     t0 = time.perf_counter()
+    written = codecache.written[0]
     slots = _Slots()
     infos: dict = {}
     static: dict = {}
@@ -282,6 +283,7 @@ def build_plan(graph: ir.Graph, opsets: dict, feed_infos: dict, overridden: froz
     plan = Plan(input_slots, output_slots, output_fresh, steps, template, out_infos)
     _assign_buffers(plan)
     plan.build_seconds = time.perf_counter() - t0
+    plan.stats["new_kernel_sources"] = codecache.written[0] - written  # the caches are cold
     if config.showing_code():
         config.emit(plan.describe())
     return plan
