@@ -97,12 +97,22 @@ def _fork_helper(plan, inputs: list, first: int):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
+        _die_with_parent()
         _limit_memory()
         from . import kernel_cache
         kernel_cache.skip_claimed = True
         _compile_backwards(plan, inputs, first)
     finally:
         os._exit(0)
+
+
+def _die_with_parent() -> None:
+    """A run killed outright cannot kill its helper: Linux does (prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _limit_memory() -> None:
