@@ -17,7 +17,6 @@ threads do not survive fork). ORTJIT_COMPILE_HELPER=0 turns it off.
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import sys
 
@@ -118,10 +117,11 @@ def _die_with_parent() -> None:
 def _limit_memory() -> None:
     """Zeros for data can still ask for a huge array (a shape read from data): fail it."""
     try:
+        import resource  # POSIX only, as is this module's fork
         with open("/proc/self/statm") as f:
             size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
         resource.setrlimit(resource.RLIMIT_AS, (size + HEADROOM, size + HEADROOM))
-    except (OSError, ValueError):
+    except (ImportError, OSError, ValueError):
         pass
 
 
