@@ -220,7 +220,7 @@ class KernelCache(Cache):
 # that processes starting the same model at once (the compile helper and its run, a
 # service's workers) each compile a share. A claim whose process is gone, or older than
 # CLAIM_STALE_S (a compile that failed), is taken over.
-CLAIM_STALE_S = 120.0
+CLAIM_STALE_S = 60.0
 skip_claimed = False   # the compile helper: a kernel another process compiles is skipped, not awaited
 
 
