@@ -24,6 +24,7 @@ import numpy as np
 
 _compiles = [0]          # Numba compiles started in this process
 _listening = [False]
+_in_helper = [False]     # a helper forks no helpers of its own (a Loop body's first run would)
 HEADROOM = 2 << 30       # address space the helper may add to what it inherits
 
 
@@ -43,6 +44,8 @@ def _listen() -> None:
 
 def enabled() -> bool:
     if os.environ.get("ORTJIT_COMPILE_HELPER", "1") in ("0", "false", "False") or not hasattr(os, "fork"):
+        return False
+    if _in_helper[0]:
         return False
     if sys.platform != "linux" or (os.cpu_count() or 1) < 2:
         return False
@@ -93,6 +96,7 @@ def _fork_helper(plan, inputs: list, first: int):
     if pid:
         return pid
     try:  # the helper: never returns
+        _in_helper[0] = True
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
