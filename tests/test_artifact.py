@@ -147,3 +147,17 @@ def test_run_and_explain_take_an_artifact(artifact, capsys):
     assert "output y: float32[5, 3]" in capsys.readouterr().out
     assert cli.main(["explain", str(artifact), "--shape", "x=5,4"]) == 0
     assert "(ahead of time)" in capsys.readouterr().out
+
+
+def test_compile_ships_kernels_even_when_the_cache_folder_cannot_be_written(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    env = dict(os.environ, ORTJIT_CACHE_DIR=str(blocker / "cache"))
+    out = tmp_path / "model.ortjit"
+    done = subprocess.run([sys.executable, "-m", "ortjit", "compile", _model(str(tmp_path / "m.onnx")), "-o", str(out),
+                           "--shape", "x=5,4"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "cannot write compiled kernels" in done.stderr
+    got = _run(out, 5, tmp_path / "empty")
+    assert got["compiles"] == [] and got["error"] is None, got
+    np.testing.assert_allclose(got["y"], _expected(5), rtol=1e-5)
