@@ -60,7 +60,16 @@ def njit(fn=None, **options):
     cached = options.pop("cache", False)
     dispatcher = numba.njit(**options)(fn)
     if cached:
-        dispatcher._cache = KernelCache(fn)
+        dispatcher._cache = cache = KernelCache(fn)
+        compile_ = dispatcher.compile
+
+        def compile(sig):  # a compile that raises gives up its claim (see _claim)
+            try:
+                return compile_(sig)
+            except BaseException:
+                cache.release_claims()
+                raise
+        dispatcher.compile = compile
     return dispatcher
 
 
@@ -146,6 +155,7 @@ class KernelCache(Cache):
         self._impl = self._impl_class(py_func)
         self._module = py_func.__module__
         self._enabled = True
+        self._claims: set = set()   # entries this process claimed and has not written yet
 
     @property
     def cache_path(self):
@@ -169,9 +179,17 @@ class KernelCache(Cache):
         cres = self._load(relative, target_context)
         # Not on disk: unless another process is compiling it right now (then wait for its
         # entry, and load that), this process claims it and compiles.
-        while cres is None and not _claim(os.path.join(config.cache_dir(), relative)):
+        path = os.path.join(config.cache_dir(), relative)
+        while cres is None and not _claim(path):
             cres = self._load(relative, target_context)
+        if cres is None:
+            self._claims.add(path)
         return cres
+
+    def release_claims(self) -> None:
+        for path in list(self._claims):
+            self._claims.discard(path)
+            _release(path)
 
     def _load(self, relative: str, target_context):
         for root in [*_read_roots, config.cache_dir()]:
@@ -208,6 +226,7 @@ class KernelCache(Cache):
                 _unsaved[relative] = payload
             return
         finally:
+            self._claims.discard(path)
             _release(path)
         with _lock:
             _used[relative] = path
@@ -218,8 +237,8 @@ class KernelCache(Cache):
 # entry will be, created exclusively, holding "host pid"; the entry's writer removes it. A
 # process that finds another's claim waits for the entry instead of compiling it too, so
 # that processes starting the same model at once (the compile helper and its run, a
-# service's workers) each compile a share. A claim whose process is gone, or older than
-# CLAIM_STALE_S (a compile that failed), is taken over.
+# service's workers) each compile a share. A compile that raises gives its claim up (njit's
+# wrapper); a claim whose process is gone, or older than CLAIM_STALE_S, is taken over.
 CLAIM_STALE_S = 60.0
 skip_claimed = False   # the compile helper: a kernel another process compiles is skipped, not awaited
 

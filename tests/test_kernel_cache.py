@@ -155,3 +155,20 @@ def test_a_claim_left_by_a_dead_process_is_taken_over(tmp_path):
     again = run_in_fresh_process(tmp_path)
     assert again["misses"] == 1 and again["y"] == first["y"]
     assert entry.exists() and not claim.exists()
+
+
+def test_a_compile_that_fails_gives_up_its_claim(tmp_path, monkeypatch):
+    import numpy as np
+    import pytest
+    from numba.core.errors import TypingError
+
+    from ortjit import config, kernel_cache
+    monkeypatch.setattr(config, "_cache_dir", str(tmp_path))
+
+    @kernel_cache.njit(cache=True)
+    def broken(x):
+        return x.no_such_attribute
+
+    with pytest.raises(TypingError):
+        broken(np.ones(3))
+    assert not list(tmp_path.rglob("*.claim"))   # another process would wait on it
