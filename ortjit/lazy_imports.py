@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import sys
+import threading
 import types
 
 # what the import system reads of a module already in sys.modules, or of a package when
@@ -29,14 +30,30 @@ import types
 _IDENTITY = frozenset({"__spec__", "__name__", "__class__", "__path__"})
 
 
+_lock = threading.RLock()   # one thread runs a deferred module's code; others wait for it
+_running: set = set()       # ids of deferred modules whose code is running now
+
+
 class _Deferred(types.ModuleType):
     def __getattribute__(self, attr):
-        if attr in _IDENTITY:
-            return object.__getattribute__(self, attr)
-        object.__setattr__(self, "__class__", types.ModuleType)
-        spec = self.__spec__
-        spec.loader.exec_module(self)
-        return getattr(self, attr)
+        if attr not in _IDENTITY:
+            with _lock:
+                if type(self) is _Deferred and id(self) not in _running:
+                    _run(self)
+        return types.ModuleType.__getattribute__(self, attr)  # inside its own code: as it is so far
+
+
+def _run(module) -> None:
+    spec = types.ModuleType.__getattribute__(module, "__spec__")
+    _running.add(id(module))
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(spec.name, None)  # as a failed import leaves it: not half-made
+        raise
+    finally:
+        _running.discard(id(module))
+    object.__setattr__(module, "__class__", types.ModuleType)
 
 
 def defer(name: str) -> None:

@@ -53,3 +53,21 @@ def test_scipy_linalg_works_for_whoever_uses_it_after_a_run():
         print(scipy.linalg.inv(np.eye(2) * 2)[0, 0], solve(np.eye(2), np.ones(2))[1])
     """)
     assert out.split() == ["0.5", "1.0"]
+
+
+def test_threads_first_using_sympy_at_once_all_get_the_whole_module():
+    out = _python("""
+        import threading
+        import onnxruntime
+        results = []
+        def use():
+            import sympy
+            results.append(str(sympy.Matrix([[1, 2], [3, 4]]).det()))
+        threads = [threading.Thread(target=use) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        print(" ".join(results))
+    """)
+    assert out.split() == ["-2"] * 6
