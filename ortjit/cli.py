@@ -293,6 +293,9 @@ def main(argv=None) -> int:
     except OrtjitError as e:
         print(f"ortjit: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # an input file or the output folder
+        print(f"ortjit: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

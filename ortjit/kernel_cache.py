@@ -91,7 +91,10 @@ def export(root: str) -> dict[str, int]:
         target = os.path.join(root, relative)
         if os.path.abspath(path) != os.path.abspath(target):
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            shutil.copyfile(path, target)
+            try:
+                shutil.copyfile(path, target)
+            except FileNotFoundError:
+                continue  # evicted since it was used: that kernel compiles where the folder goes
         sizes[relative] = os.path.getsize(target)
     for relative, payload in payloads.items():
         if relative not in sizes:
