@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import warnings
 
 import numpy as np
 
@@ -90,7 +91,11 @@ class FirstRun:
 
 def _fork_helper(plan, inputs: list, first: int):
     try:
-        pid = os.fork()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns on fork() with threads running (Numba's): the helper only
+            # compiles and calls kernels, and a helper stuck on a lock is killed with its run
+            warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+            pid = os.fork()
     except OSError:
         return None
     if pid:
