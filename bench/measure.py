@@ -53,15 +53,22 @@ class Side:
     kernel_caches: bool = False               # ortjit: give it its own, emptied, kernel caches
 
 
+def side_env(side: Side, cache_dir: str | None = None) -> dict:
+    """The environment of a side's process: ours without PYTHONPATH and PYTHONHOME, the
+    side's own, and for ortjit its kernel caches under cache_dir."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env.update(side.env)
+    if cache_dir and side.kernel_caches:
+        env["ORTJIT_CACHE_DIR"] = os.path.join(cache_dir, "ortjit")
+        env["NUMBA_CACHE_DIR"] = os.path.join(cache_dir, "numba")   # anything cached by Numba itself
+    return env
+
+
 class WorkerProcess:
     """One worker.py process; call() sends a request and waits for its reply."""
 
     def __init__(self, side: Side, log_path: str, cache_dir: str | None = None):
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-        env.update(side.env)
-        if cache_dir and side.kernel_caches:
-            env["ORTJIT_CACHE_DIR"] = os.path.join(cache_dir, "ortjit")
-            env["NUMBA_CACHE_DIR"] = os.path.join(cache_dir, "numba")   # library kernels too
+        env = side_env(side, cache_dir)
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         self.log_path, self.log = log_path, open(log_path, "a")
         self.proc = subprocess.Popen([side.python, WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -187,8 +194,7 @@ def _ahead_of_time(side: Side, name: str, model: str, feed: str, models_dir: str
     folder = os.path.join(scratch, "artifacts", name)
     cache_dir = os.path.join(scratch, "kernels", name)
     shutil.rmtree(folder, ignore_errors=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    env.update(side.env, ORTJIT_CACHE_DIR=os.path.join(cache_dir, "ortjit"))
+    env = side_env(side, cache_dir)
     t0 = time.perf_counter()
     done = subprocess.run([side.python, "-m", "ortjit", "compile", model, "-o", folder, "--inputs", feed],
                           capture_output=True, text=True, env=env, timeout=1800)

@@ -40,16 +40,18 @@ def speed_ratio(case):
     return ratio(case["ortjit"].get("steady_s"), case["ort"].get("steady_s"))
 
 
+def worst(group, key):
+    """(largest key(case), that case's name) over the cases whose key is not None."""
+    scored = [(key(c), c["case"]) for c in group if key(c) is not None]
+    return max(scored) if scored else (None, None)
+
+
 def targets(results):
     """Rows (target, goal, measured, met) for the issue's goals."""
     cases = results["cases"]
     good = [c for c in cases if passed(c)]
     bad = [c["case"] for c in cases if not passed(c)]
     rows = []
-
-    def worst(group, key):
-        scored = [(key(c), c["case"]) for c in group if key(c) is not None]
-        return max(scored) if scored else (None, None)
 
     if good:
         gm = math.exp(sum(math.log(speed_ratio(c)) for c in good) / len(good))
@@ -86,15 +88,12 @@ def targets(results):
 def startup_targets(results):
     """Rows (target, goal, measured, met) for the start-up goals."""
     cases, rows = results["cases"], []
-
-    def worst(key):
-        scored = [(r, c["case"]) for c in cases if (r := ratio(key(c["ortjit"]), warm_total(c["ort"]))) is not None]
-        return max(scored) if scored else (None, None)
-
-    for key, what, goal in ((warm_total, "warm cache", "warm"), (aot_total, "`ortjit compile` artifact", "aot")):
-        r, name = worst(key)
+    for total, what, goal in ((warm_total, "warm cache", "warm"), (aot_total, "`ortjit compile` artifact", "aot")):
+        def to_ort(c, total=total):   # against ORT's warm session + first run
+            return ratio(total(c["ortjit"]), warm_total(c["ort"]))
+        r, name = worst(cases, to_ort)
         if r is not None:
-            above = [c["case"] for c in cases if (ratio(key(c["ortjit"]), warm_total(c["ort"])) or 0) > GOALS[goal]]
+            above = [c["case"] for c in cases if (to_ort(c) or 0) > GOALS[goal]]
             rows.append((f"session + first run after another model, {what}: largest ratio to ORT's",
                          f"≤ {GOALS[goal]}", f"{r:.2f} ({name}); above: {len(above)} of {len(cases)} cases",
                          not above))

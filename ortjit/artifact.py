@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from . import kernel_cache
+from . import codecache, kernel_cache
 from .errors import InvalidArgument, InvalidProtobuf, NoSuchFile
 
 MANIFEST = "ortjit-artifact.json"
@@ -93,10 +93,7 @@ def write(model_path, out_dir: str, signatures: list[dict] | None = None, feeds:
                 "signatures": [{n: {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)}
                                 for n, v in feed.items()} for feed in runs],
                 "model_bytes": os.path.getsize(os.path.join(out_dir, MODEL)), "entries": entries}
-    tmp = os.path.join(out_dir, MANIFEST + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1)
-    os.replace(tmp, os.path.join(out_dir, MANIFEST))
+    codecache.write_atomic(os.path.join(out_dir, MANIFEST), json.dumps(manifest, indent=1).encode())
     return manifest
 
 

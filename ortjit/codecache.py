@@ -26,12 +26,22 @@ def kernel_path(name: str, source: str) -> str:
     return os.path.join(config.cache_dir(), "kernels", f"{name}_{source_hash(source)}.py")
 
 
-def _write_atomic(path: str, source: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(source)
-    os.replace(tmp, path)
+def write_atomic(path: str, data: bytes) -> None:
+    """Write data under a temporary name in path's folder, then rename it into place: a
+    reader, in this process or another, sees the old file or the whole new one."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def load(name: str, source: str, attr: str = "kernel"):
@@ -48,11 +58,11 @@ def load(name: str, source: str, attr: str = "kernel"):
         if fresh:
             written[0] += 1
             try:
-                _write_atomic(path, source)
+                write_atomic(path, source.encode())
             except OSError:
                 # an unwritable cache folder costs the on-disk cache, not the run
                 path = os.path.join(_fallback_dir(), os.path.basename(path))
-                _write_atomic(path, source)
+                write_atomic(path, source.encode())
         modname = f"ortjit_kernel_{key}"
         spec = importlib.util.spec_from_file_location(modname, path)
         mod = importlib.util.module_from_spec(spec)

@@ -74,18 +74,13 @@ _INFER_WITHOUT_DATA_BYTES = 1 << 16
 
 def _data_bytes(t: onnx.TensorProto) -> int:
     """Its size from dims and type: reading t.raw_data copies the data out and t.ByteSize()
-    encodes it (30-50 ms for ResNet-50's weights). Strings count 8 bytes each."""
+    encodes it (30-50 ms for ResNet-50's weights). Strings and unknown types count 8 bytes
+    an element."""
     n = 1
     for d in t.dims:
         n *= d
-    return n * _ITEM_BYTES.get(t.data_type, 8)
-
-
-_ITEM_BYTES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.FLOAT16: 2,
-               onnx.TensorProto.BFLOAT16: 2, onnx.TensorProto.INT8: 1, onnx.TensorProto.UINT8: 1,
-               onnx.TensorProto.INT16: 2, onnx.TensorProto.UINT16: 2, onnx.TensorProto.INT32: 4,
-               onnx.TensorProto.UINT32: 4, onnx.TensorProto.INT64: 8, onnx.TensorProto.UINT64: 8,
-               onnx.TensorProto.BOOL: 1}
+    dtype = dtypes.ONNX_TO_NUMPY.get(t.data_type)
+    return n * (dtype.itemsize if dtype is not None and dtype != object else 8)
 
 
 def _copy_fields(src, dst, skip: str) -> None:

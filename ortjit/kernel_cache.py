@@ -28,7 +28,6 @@ import os
 import pickle
 import shutil
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -37,7 +36,7 @@ import llvmlite
 import numba
 from numba.core.caching import Cache, CompileResultCacheImpl, _CacheLocator
 
-from . import config
+from . import codecache, config
 
 MAGIC = b"ORTJITK1"
 SUFFIX = ".ortjitk"
@@ -321,19 +320,7 @@ def _alive(pid: int) -> bool:
 
 def write_entry(path: str, payload: bytes) -> None:
     """Header (magic, sha256 of the payload) and payload, made whole before it has its name."""
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC + hashlib.sha256(payload).digest() + payload)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    codecache.write_atomic(path, MAGIC + hashlib.sha256(payload).digest() + payload)
 
 
 def _read_entry(path: str) -> bytes | None:
@@ -352,10 +339,7 @@ def _read_entry(path: str) -> bytes | None:
 
 def _discard(path: str, why: str) -> None:
     warnings.warn(f"ortjit: the cached kernel {path} {why}; compiling it again", RuntimeWarning, stacklevel=3)
-    try:
-        os.unlink(path)
-    except OSError:
-        pass  # an artifact's read-only file: it is skipped each time, never loaded
+    _remove(path)  # fails for an artifact's read-only file: it is skipped each time, never loaded
 
 
 def _touch(path: str) -> None:

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import ctypes
 import glob
-import math
 import importlib
 import importlib.metadata
+import math
 import os
 import threading
 import types as types_module
@@ -39,6 +39,7 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
 from ..kernel_cache import njit
 
 _NAMES = ("ortjit_sgemm", "ortjit_dgemm", "ortjit_sgemv", "ortjit_dgemv")

@@ -16,7 +16,6 @@ at batch 1 a chain of numpy calls costs several times the arithmetic. The transf
 two forms that agree to float32 rounding: TRANSFORMS (numpy, for other ops) and
 post_rows (Numba, in place, by TRANSFORM_CODES).
 """
-import numba
 import numpy as np
 
 from ..kernel_cache import njit

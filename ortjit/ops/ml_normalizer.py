@@ -5,7 +5,6 @@ largest magnitude (onnx.reference uses the magnitude), and a row whose norm is 0
 copied unchanged. One Numba loop does a batch: the values are taken as float32, norms
 are summed in float64 and divided in float32.
 """
-import numba
 import numpy as np
 
 from ..kernel_cache import njit

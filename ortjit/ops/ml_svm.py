@@ -12,7 +12,6 @@ Kernels are computed in float64 and the scores rounded to float32 once.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from ..kernel_cache import njit
