@@ -107,16 +107,18 @@ def _add_defaults(node: onnx.NodeProto, fn: onnx.FunctionProto, opset: int) -> N
     node.attribute.extend(a for a in fn.attribute_proto if a.name not in given)
 
 
+def _unimplemented(node: onnx.NodeProto, proto: onnx.ModelProto) -> bool:
+    return node.domain != EXPANDED_DOMAIN and lookup(node.domain, node.op_type, _opset(proto, node.domain)) is None
+
+
 def _expand_graph(graph: onnx.GraphProto, proto: onnx.ModelProto, types: dict, added: list) -> None:
     for node in graph.node:
         for attr in node.attribute:
             for g in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
                 _expand_graph(g, proto, types, added)
-        if node.domain == EXPANDED_DOMAIN:
+        if not _unimplemented(node, proto):
             continue
         opset = _opset(proto, node.domain)
-        if lookup(node.domain, node.op_type, opset) is not None:
-            continue
         fn = _body(node, opset, types)
         if fn is None or not _fits_model_opsets(fn, proto):
             continue
@@ -129,6 +131,8 @@ def _expand_graph(graph: onnx.GraphProto, proto: onnx.ModelProto, types: dict, a
 
 def expand(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Local functions inlined, function ops without an implementation expanded."""
+    if not proto.functions and not any(_unimplemented(n, proto) for n in _body_nodes(proto.graph.node)):
+        return proto  # nothing to do, and no copy of the model (76 ms for ResNet-50's weights)
     for _ in range(4):  # a body may itself hold function ops
         added: list = []
         copy = onnx.ModelProto()

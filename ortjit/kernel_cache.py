@@ -19,11 +19,15 @@ code), and unpickles whatever it finds. Here:
   (`config.cache_dir()`); a folder that cannot be written (read-only, full) costs the
   cache, with one warning, never the run;
 * the folder is bounded: past `config.cache_max_bytes()` the least recently used files go
-  (a hit touches its file).
+  (a hit touches its file);
+* a load hands the entry's object code straight to the JIT and keeps the library's
+  bitcode unparsed until a later compile links against it (see _CachedLibrary): Numba
+  parses it at every load, half of a kernel's load time.
 """
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import pickle
 import shutil
@@ -33,12 +37,15 @@ import time
 import warnings
 
 import llvmlite
+import llvmlite.binding as ll
 import numba
+from numba.core import codegen as numba_codegen, compiler
 from numba.core.caching import Cache, CompileResultCacheImpl, _CacheLocator
 
 from . import codecache, config
 
 MAGIC = b"ORTJITK1"
+FORMAT = 2   # the payload: (Numba's reduced compile result, the library's defined symbols)
 SUFFIX = ".ortjitk"
 _HEADER = len(MAGIC) + 32
 
@@ -144,8 +151,93 @@ class _Locator(_CacheLocator):
         return cls(py_func, py_file)
 
 
+class _CachedLibrary(numba_codegen.JITCodeLibrary):
+    """A code library made from a cache entry. Its object code goes to the JIT as Numba's
+    own load does; its bitcode, which only a later compile that links this library in
+    needs, is parsed on first use (Numba parses it at once, about 3 ms a kernel, then walks
+    it for the defined symbols, which the entry now lists)."""
+
+    _bitcode = None
+    _parsed = None
+
+    @property
+    def _shared_module(self):
+        if self._parsed is None and self._bitcode is not None:
+            self._parsed = ll.parse_bitcode(self._bitcode)
+        return self._parsed
+
+    @_shared_module.setter
+    def _shared_module(self, module):
+        self._parsed = module
+
+    @classmethod
+    def load(cls, codegen, libdata, symbols):
+        name, kind, (object_code, bitcode) = libdata
+        if kind != "object":
+            raise ValueError(f"unexpected library kind {kind!r}")
+        library = cls(codegen, name)
+        library.enable_object_caching()
+        library._set_compiled_object(object_code)
+        library._bitcode = bitcode
+        library._finalize_final_module()
+        codegen._engine._defined_symbols |= symbols
+        return library
+
+
+def _defined_symbols(library) -> frozenset:
+    module = library._get_module_for_linking()  # what Numba's entry holds as bitcode
+    return frozenset(g.name for group in (module.functions, module.global_variables)
+                     for g in group if not g.is_declaration)
+
+
+# CompileResult._rebuild with the library made by _CachedLibrary.load; the Numba versions
+# whose _rebuild takes other arguments get Numba's own (slower) load.
+_REBUILD_ARGS = ["target_context", "libdata", "fndesc", "env", "signature", "objectmode",
+                 "lifted", "typeann", "reload_init", "referenced_envs"]
+_FAST_LOAD = list(inspect.signature(compiler.CompileResult._rebuild).parameters) == _REBUILD_ARGS
+
+
+def _rebuild(target_context, symbols, libdata, fndesc, env, signature, objectmode, lifted,
+             typeann, reload_init, referenced_envs):
+    for init in reload_init or ():
+        init()
+    library = _CachedLibrary.load(target_context.codegen(), libdata, symbols)
+    cres = compiler.CompileResult(
+        target_context=target_context, typing_context=target_context.typing_context,
+        library=library, environment=env,
+        entry_point=target_context.get_executable(library, fndesc, env), fndesc=fndesc,
+        type_annotation=typeann, signature=signature, objectmode=objectmode, lifted=lifted,
+        typing_error=None, call_helper=None, metadata=None, reload_init=reload_init,
+        referenced_envs=referenced_envs)
+    for referenced in referenced_envs:
+        library.codegen.set_env(referenced.env_name, referenced)
+    return cres
+
+
 class _Impl(CompileResultCacheImpl):
     _locator_classes = [_Locator]
+
+    def reduce(self, cres):
+        return super().reduce(cres), _defined_symbols(cres.library)
+
+    def rebuild(self, target_context, payload):
+        reduced, symbols = payload
+        if _FAST_LOAD:
+            return _rebuild(target_context, symbols, *reduced)
+        return super().rebuild(target_context, reduced)
+
+
+_refreshed: set = set()   # ids of the target contexts refreshed by a load in this process
+
+
+def _refresh_once(target_context) -> None:
+    """Numba refreshes the target's typing and lowering registries before every cache
+    load (0.2-0.3 ms each). A loaded kernel needs only the first: it registers the C
+    helpers that compiled code links to (without it a load crashes). Compiles refresh
+    for themselves."""
+    if id(target_context) not in _refreshed:
+        target_context.refresh()
+        _refreshed.add(id(target_context))
 
 
 class KernelCache(Cache):
@@ -169,14 +261,14 @@ class KernelCache(Cache):
     def _relative(self, sig, codegen) -> str:
         # Numba's key as text: its pickled form holds each type's per-process code number
         types, target, code = self._index_key(sig, codegen)
-        key = repr((self._impl.filename_base, self._impl.locator.get_source_stamp(), str(types), target, code))
+        key = repr((FORMAT, self._impl.filename_base, self._impl.locator.get_source_stamp(), str(types), target, code))
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
         return os.path.join("numba", self._module, f"{self._impl.filename_base}.{digest}{SUFFIX}")
 
     def load_overload(self, sig, target_context):
         if not self._enabled:
             return None
-        target_context.refresh()
+        _refresh_once(target_context)
         relative = self._relative(sig, target_context.codegen())
         cres = self._load(relative, target_context)
         # Not on disk: unless another process is compiling it right now (then wait for its

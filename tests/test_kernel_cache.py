@@ -172,3 +172,40 @@ def test_a_compile_that_fails_gives_up_its_claim(tmp_path, monkeypatch):
     with pytest.raises(TypingError):
         broken(np.ones(3))
     assert not list(tmp_path.rglob("*.claim"))   # another process would wait on it
+
+
+# A kernel loaded from the cache, then called from a function compiled afterwards: the
+# later compile links the loaded library's bitcode in, which a load leaves unparsed until then.
+HELPER_MODULE = """
+from ortjit.kernel_cache import njit
+
+@njit(cache=True)
+def helper(x):
+    return x * 2.0 + 1.0
+"""
+CALLER = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import numba
+import helpermod
+direct = helpermod.helper(3.0)
+
+@numba.njit
+def caller(x):
+    return helpermod.helper(x) + 1.0
+
+print(json.dumps({"direct": direct, "linked": caller(3.0), "hits": sum(helpermod.helper.stats.cache_hits.values())}))
+"""
+
+
+def test_a_loaded_kernel_links_into_a_later_compile(tmp_path):
+    (tmp_path / "helpermod.py").write_text(HELPER_MODULE)
+    env = dict(os.environ, ORTJIT_CACHE_DIR=str(tmp_path / "cache"))
+    results = []
+    for _ in range(2):
+        res = subprocess.run([sys.executable, "-c", CALLER, str(tmp_path)], capture_output=True, text=True,
+                             env=env, timeout=300)
+        assert res.returncode == 0, res.stderr
+        results.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    assert [r["hits"] for r in results] == [0, 1]   # compiled, then loaded
+    assert all(r["direct"] == 7.0 and r["linked"] == 8.0 for r in results)

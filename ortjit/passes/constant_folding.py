@@ -37,7 +37,7 @@ class ConstantFoldingPass(ir.passes.InPlacePass):
             for v, arr in zip(node.outputs, outs):
                 name = v.name
                 v.name = f"{name}__unfolded"  # free the name for the initializer that replaces it
-                t = ir.tensor(arr, name=name)
+                t = irutil.tensor(arr, name)
                 new = ir.Value(name=name, shape=ir.Shape(arr.shape), type=ir.TensorType(t.dtype), const_value=t)
                 graph.register_initializer(new)
                 v.replace_all_uses_with(new, replace_graph_outputs=True)

@@ -55,7 +55,7 @@ class _Rewriter:
 
     def constant(self, array: np.ndarray, base: str) -> ir.Value:
         name = self.fresh(base)
-        t = ir.tensor(np.ascontiguousarray(array), name=name)
+        t = irutil.tensor(np.ascontiguousarray(array), name)
         v = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(t.dtype), const_value=t)
         self.graph.register_initializer(v)
         return v
