@@ -45,7 +45,8 @@ from numba.core.caching import Cache, CompileResultCacheImpl, _CacheLocator
 from . import codecache, config
 
 MAGIC = b"ORTJITK1"
-FORMAT = 2   # the payload: (Numba's reduced compile result, the library's defined symbols)
+FORMAT = 3   # the payload: (Numba's reduced compile result, the library's defined symbols, the
+             # symbols its code links to)
 SUFFIX = ".ortjitk"
 _HEADER = len(MAGIC) + 32
 
@@ -184,10 +185,17 @@ class _CachedLibrary(numba_codegen.JITCodeLibrary):
         return library
 
 
-def _defined_symbols(library) -> frozenset:
+def _symbols(library) -> tuple[frozenset, frozenset]:
+    """(the names the library defines, the outside symbols its code links to)."""
     module = library._get_module_for_linking()  # what Numba's entry holds as bitcode
-    return frozenset(g.name for group in (module.functions, module.global_variables)
-                     for g in group if not g.is_declaration)
+    defined, external = set(), set()
+    for group in (module.functions, module.global_variables):
+        for g in group:
+            if not g.is_declaration:
+                defined.add(g.name)
+            elif not g.name.startswith("llvm."):  # LLVM's intrinsics are not symbols
+                external.add(g.name)
+    return frozenset(defined), frozenset(external)
 
 
 # CompileResult._rebuild with the library made by _CachedLibrary.load; the Numba versions
@@ -218,26 +226,51 @@ class _Impl(CompileResultCacheImpl):
     _locator_classes = [_Locator]
 
     def reduce(self, cres):
-        return super().reduce(cres), _defined_symbols(cres.library)
+        return (super().reduce(cres), *_symbols(cres.library))
 
     def rebuild(self, target_context, payload):
-        reduced, symbols = payload
+        reduced, symbols, external = payload
+        _ensure_resolvable(target_context, external)
         if _FAST_LOAD:
             return _rebuild(target_context, symbols, *reduced)
         return super().rebuild(target_context, reduced)
 
 
-_refreshed: set = set()   # ids of the target contexts refreshed by a load in this process
+_prepared: set = set()   # ids of the target contexts made ready for loads in this process
 
 
-def _refresh_once(target_context) -> None:
-    """Numba refreshes the target's typing and lowering registries before every cache
-    load (0.2-0.3 ms each). A loaded kernel needs only the first: it registers the C
-    helpers that compiled code links to (without it a load crashes). Compiles refresh
-    for themselves."""
-    if id(target_context) not in _refreshed:
+def _prepare_for_loads(target_context) -> None:
+    """What loaded code needs of Numba's start-up: the symbols it links to. The C helpers,
+    C math functions and exception types are registered when the target context is made;
+    the runtime's (NRT) by rtsys.initialize; the hash secret's when numba.cpython.hashing
+    is imported. Numba instead refreshes every typing and lowering registry before each
+    load: 0.2-0.3 ms each time, and 0.2 s the first time in a process, which imports the
+    implementation of everything Numba can compile. Compiles still refresh for themselves."""
+    if id(target_context) in _prepared:
+        return
+    import numba.cpython.hashing  # noqa: F401 - registers the _numba_hashsecret_* symbols
+    from numba.core.runtime import rtsys
+    rtsys.initialize(target_context)
+    _prepared.add(id(target_context))
+
+
+_resolvable: set = set()   # outside symbols found in this process
+
+
+def _ensure_resolvable(target_context, external) -> None:
+    """Every outside symbol the entry's code links to is known to LLVM, which would end the
+    process on one it cannot resolve. One that _prepare_for_loads did not register gets
+    Numba's whole start-up (its registry refresh, its thread pool); one still missing makes
+    the entry unloadable (compiled instead)."""
+    missing = [name for name in external if name not in _resolvable and not ll.address_of_symbol(name)]
+    if missing:
+        from numba.np.ufunc.parallel import _launch_threads
         target_context.refresh()
-        _refreshed.add(id(target_context))
+        _launch_threads()
+        missing = [name for name in missing if not ll.address_of_symbol(name)]
+        if missing:
+            raise RuntimeError(f"its code links to symbols this process lacks: {', '.join(sorted(missing))}")
+    _resolvable.update(external)
 
 
 class KernelCache(Cache):
@@ -268,7 +301,7 @@ class KernelCache(Cache):
     def load_overload(self, sig, target_context):
         if not self._enabled:
             return None
-        _refresh_once(target_context)
+        _prepare_for_loads(target_context)
         relative = self._relative(sig, target_context.codegen())
         cres = self._load(relative, target_context)
         # Not on disk: unless another process is compiling it right now (then wait for its

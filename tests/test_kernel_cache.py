@@ -82,6 +82,25 @@ def test_a_damaged_entry_is_detected_rebuilt_and_never_loaded(tmp_path):
         assert run_in_fresh_process(tmp_path)["hits"] == 1, how    # the rebuilt entry is whole
 
 
+def test_an_entry_linking_to_a_symbol_the_process_lacks_is_compiled_not_loaded(tmp_path, monkeypatch):
+    # LLVM ends the process on a symbol it cannot resolve: such an entry must never reach it
+    import importlib.util
+    import pickle
+    from ortjit import kernel_cache
+    first = run_in_fresh_process(tmp_path)
+    (entry,) = _entries(tmp_path)
+    for source in (tmp_path / "kernels").glob("*.py"):  # the entry names its kernel's module
+        spec = importlib.util.spec_from_file_location(f"ortjit_kernel_{source.stem}", source)
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, spec.name, module)
+        spec.loader.exec_module(module)
+    reduced, defined, external = pickle.loads(entry.read_bytes()[40:])
+    kernel_cache.write_entry(str(entry), pickle.dumps((reduced, defined, external | {"ortjit_no_such_symbol"})))
+    again = run_in_fresh_process(tmp_path)
+    assert again["misses"] == 1 and again["hits"] == 0 and again["y"] == first["y"]
+    assert run_in_fresh_process(tmp_path)["hits"] == 1   # the entry written again loads
+
+
 def test_several_processes_compiling_at_once_leave_whole_entries(tmp_path):
     env = dict(os.environ, ORTJIT_CACHE_DIR=str(tmp_path))
     procs = [subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
