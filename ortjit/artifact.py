@@ -2,6 +2,7 @@
 
     OUT_DIR/model.onnx              the graph after ortjit's passes (no pass runs at load)
     OUT_DIR/cache/numba/...         the kernel cache entries its plans used (kernel_cache.py)
+    OUT_DIR/cache/kernels/...       the generated kernel sources they were compiled from
     OUT_DIR/ortjit-artifact.json    the manifest: versions, CPU, options, shapes, checksums
 
 `write` compiles a model and runs it once per requested shape signature (on zeros, or
@@ -87,6 +88,7 @@ def write(model_path, out_dir: str, signatures: list[dict] | None = None, feeds:
             progress(k, len(runs), {n: list(np.shape(v)) for n, v in feed.items()})
         model.run(feed)
     sizes = kernel_cache.export(os.path.join(out_dir, CACHE))
+    codecache.export(os.path.join(out_dir, CACHE))  # the sources too: a load then writes none
     entries = {relative.replace(os.sep, "/"): size for relative, size in sorted(sizes.items())}
     manifest = {"format": FORMAT, "machine": machine(),
                 "passes_applied": optimized.passes_applied,
@@ -126,4 +128,5 @@ def open_artifact(path) -> tuple[str, list]:
                       "; its kernels are compiled for this machine at the first run", RuntimeWarning, stacklevel=3)
     else:
         kernel_cache.add_read_root(os.path.join(path, CACHE))
+        codecache.add_read_root(os.path.join(path, CACHE))
     return model_file, list(manifest.get("passes_applied", []))

@@ -16,6 +16,8 @@ from . import config
 
 _loaded: dict[str, object] = {}
 written = [0]   # kernel sources this process wrote, none on disk before: their kernels compile
+_read_roots: list[str] = []   # artifacts' cache folders, whose kernels/ are searched first
+_used: dict[str, str] = {}    # file name -> path, of the sources this process loaded
 
 
 def source_hash(source: str) -> str:
@@ -49,7 +51,7 @@ def load(name: str, source: str, attr: str = "kernel"):
     key = f"{name}_{source_hash(source)}"
     mod = _loaded.get(key)
     if mod is None:
-        path = kernel_path(name, source)
+        path = _shipped(key, source) or kernel_path(name, source)
         try:
             with open(path) as f:
                 fresh = f.read() != source
@@ -69,9 +71,43 @@ def load(name: str, source: str, attr: str = "kernel"):
         sys.modules[modname] = mod
         spec.loader.exec_module(mod)
         _loaded[key] = mod
+        _used[os.path.basename(path)] = path
     if config.showing_code():  # every time a kernel is asked for, compiled before or not
         config.emit(f"# ---- ortjit kernel {name} ({mod.__file__})\n{source}")
     return getattr(mod, attr)
+
+
+def _shipped(key: str, source: str) -> str | None:
+    """The file holding this source in an artifact opened by this process, if one has it."""
+    for root in _read_roots:
+        path = os.path.join(root, "kernels", f"{key}.py")
+        try:
+            with open(path) as f:
+                if f.read() == source:
+                    return path
+        except OSError:
+            continue
+    return None
+
+
+def add_read_root(root: str) -> None:
+    """Search root/kernels (an artifact's) for kernel sources before the cache folder: what
+    is found there is neither written again nor counted as new."""
+    root = os.path.abspath(root)
+    if root not in _read_roots:
+        _read_roots.insert(0, root)
+
+
+def export(root: str) -> list[str]:
+    """Copy every kernel source this process loaded into root/kernels (an artifact's);
+    returns their file names."""
+    folder = os.path.join(root, "kernels")
+    for name, path in sorted(_used.items()):
+        target = os.path.join(folder, name)
+        if os.path.abspath(path) != os.path.abspath(target):
+            with open(path, "rb") as f:
+                write_atomic(target, f.read())
+    return sorted(_used)
 
 
 _fallback: list = []

@@ -85,6 +85,10 @@ def test_an_artifact_runs_its_shapes_without_compiling_in_a_fresh_process(artifa
         assert got["compiles"] == [] and got["error"] is None, got
         np.testing.assert_allclose(got["y"], _expected(rows), rtol=1e-5)
         assert not (tmp_path / f"empty{rows}" / "numba").exists()  # nothing compiled, nothing saved
+        # the kernel sources came from the artifact too: none written (which would also have
+        # started the compile helper, a fork for nothing)
+        assert not (tmp_path / f"empty{rows}" / "kernels").exists()
+    assert list((artifact / "cache" / "kernels").glob("*.py"))
 
 
 def test_other_shapes_run_too(artifact, tmp_path):
