@@ -342,12 +342,13 @@ def _gemm(parts, batch, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, l
 
 
 @numba.njit(inline="always")
-def _operand(x, rows, cols):
+def _operand(x, rows, cols, batched):
     """(transpose flag, leading dimension, batch stride) in elements for a stack of
-    matrices that BLAS can read in place; flag 0 where it cannot."""
+    matrices that BLAS can read in place; flag 0 where it cannot. An operand that is not
+    batched is one matrix for every product (batch stride 0)."""
     item = x.itemsize
-    rs, cs = x.strides[x.ndim - 2] // item, x.strides[x.ndim - 1] // item
-    batch = x.strides[0] // item if x.ndim == 3 else 0
+    rs, cs = x.strides[1] // item, x.strides[2] // item
+    batch = x.strides[0] // item if batched else 0
     if cs == 1 and (rs >= max(cols, 1) or rows == 1):
         return _NO_TRANS, max(rs, cols, 1), batch
     if rs == 1 and (cs >= max(rows, 1) or cols == 1):
@@ -355,24 +356,50 @@ def _operand(x, rows, cols):
     return 0, 0, 0
 
 
-@njit(cache=True, nogil=True)
-def _launch(a, b, c, alpha, beta, parts):
-    """Checks that a, b, c (2-D or 3-D, a 2-D operand broadcast over the batch) are a
+def _launch_kernel(a, b, c, a_batched, b_batched, alpha, beta, parts):
+    """Checks that a, b, c (3-D; a and b batched or one matrix for all products) are a
     product BLAS can do in place and runs it as _gemm; False where it cannot (the caller
-    then uses numpy). Compiled per array type; _gemm, the parallel part, once per dtype."""
-    m, k, n = a.shape[a.ndim - 2], a.shape[a.ndim - 1], b.shape[b.ndim - 1]
-    batch = c.shape[0] if c.ndim == 3 else 1
-    if b.shape[b.ndim - 2] != k or c.shape[c.ndim - 2] != m or c.shape[c.ndim - 1] != n or \
-            (a.ndim == 3 and a.shape[0] != batch) or (b.ndim == 3 and b.shape[0] != batch):
+    then uses numpy). Compiled once per dtype (see _launcher)."""
+    m, k, n = a.shape[1], a.shape[2], b.shape[2]
+    batch = c.shape[0]
+    if b.shape[1] != k or c.shape[1] != m or c.shape[2] != n or \
+            (a_batched and a.shape[0] != batch) or (b_batched and b.shape[0] != batch):
         return False
-    ta, lda, sa = _operand(a, m, k)
-    tb, ldb, sb = _operand(b, k, n)
-    tc, ldc, sc = _operand(c, m, n)
+    ta, lda, sa = _operand(a, m, k, a_batched)
+    tb, ldb, sb = _operand(b, k, n, b_batched)
+    tc, ldc, sc = _operand(c, m, n, True)
     if ta == 0 or tb == 0 or tc != _NO_TRANS or m == 0 or n == 0 or k == 0:
         return False
     _gemm(parts, batch, ta, tb, m, n, k, c.dtype.type(alpha), a.ctypes.data, lda, sa, b.ctypes.data, ldb, sb,
           c.dtype.type(beta), c.ctypes.data, ldc, sc, c.itemsize)
     return True
+
+
+_launchers: dict = {}
+_launchers_lock = threading.Lock()
+
+
+def _launcher(dtype):
+    """_launch_kernel for dtype, compiled (or loaded) for one signature: any-layout 3-D
+    arrays, a and b read-only. Numba passes arrays of every layout and writability to it
+    (their types convert; the call costs the same), where it would otherwise compile the
+    launcher, and _gemm linked into it, once per combination: 0.5-1.5 s each, three in
+    ResNet-50 (the Winograd stacks, 1x1 convolutions, the classifier's read-only
+    transposed weight)."""
+    launch = _launchers.get(dtype)
+    if launch is None:
+        with _launchers_lock:
+            launch = _launchers.get(dtype)
+            if launch is None:
+                item = numba.from_dtype(dtype)
+                read, write = (numba.types.Array(item, 3, "A", readonly=True),
+                               numba.types.Array(item, 3, "A"))
+                launch = njit(cache=True, nogil=True)(_launch_kernel)
+                launch.compile((read, read, write, numba.types.boolean, numba.types.boolean,
+                                numba.types.float64, numba.types.float64, numba.types.int64))
+                launch.disable_compile()
+                _launchers[dtype] = launch
+    return launch
 
 
 # Products under this many multiply-adds (about 10 us on one core) go to numpy's matmul:
@@ -396,7 +423,9 @@ def matmul(a, b, out, alpha=1.0, beta=0.0):
         # OpenBLAS called from our threads must not start threads of its own
         previous = pin_one_thread() if BACKEND == "openblas" else 0
         try:
-            done = _launch(a, b, out, alpha, beta, numba.get_num_threads())
+            done = _launcher(out.dtype)(a if a.ndim == 3 else a[None], b if b.ndim == 3 else b[None],
+                                        out if out.ndim == 3 else out[None], a.ndim == 3, b.ndim == 3,
+                                        float(alpha), float(beta), numba.get_num_threads())
         finally:
             unpin(previous)
         if done:
