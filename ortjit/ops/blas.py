@@ -313,7 +313,7 @@ def gemm_piece(a, b, c, i, image, cut_n, lo, hi):
                     zero, ci + lo * n * item, n)
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@njit(parallel=True, cache=True, nogil=True)  # kernel_cache's: one cache for every kernel, artifacts included
 def _gemm(parts, batch, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b,
           beta, c, ldc, stride_c, itemsize):
     """C[i] = alpha * op(A[i]) @ op(B[i]) + beta * C[i] for i < batch, on addresses and
