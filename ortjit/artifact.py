@@ -43,7 +43,8 @@ def machine() -> dict:
     import numba
 
     from . import __version__
-    return {"ortjit": __version__, "numba": numba.__version__, "llvmlite": llvmlite.__version__,
+    return {"ortjit": __version__, "kernel_cache_format": kernel_cache.FORMAT,
+            "numba": numba.__version__, "llvmlite": llvmlite.__version__,
             "python": ".".join(map(str, sys.version_info[:3])), "cpu": llvm.get_host_cpu_name(),
             "cpu_features": llvm.get_host_cpu_features().flatten()}
 

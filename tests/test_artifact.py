@@ -104,6 +104,12 @@ def _other_cpu(folder):
     (folder / "ortjit-artifact.json").write_text(json.dumps(manifest))
 
 
+def _older_cache_format(folder):  # entries another ortjit wrote, under keys this one does not look up
+    manifest = json.loads((folder / "ortjit-artifact.json").read_text())
+    del manifest["machine"]["kernel_cache_format"]
+    (folder / "ortjit-artifact.json").write_text(json.dumps(manifest))
+
+
 def _truncated_entries(folder):
     for entry in (folder / "cache").rglob("*.ortjitk"):
         entry.write_bytes(entry.read_bytes()[:100])
@@ -115,6 +121,7 @@ def _truncated_manifest(folder):
 
 
 @pytest.mark.parametrize("damage, warning", [(_other_cpu, "compiled for another cpu"),
+                                             (_older_cache_format, "compiled for another kernel_cache_format"),
                                              (_truncated_entries, "damaged"),
                                              (_truncated_manifest, "unreadable manifest")])
 def test_an_artifact_that_cannot_serve_warns_and_compiles(artifact, tmp_path, damage, warning):
