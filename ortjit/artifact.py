@@ -128,6 +128,5 @@ def open_artifact(path) -> tuple[str, list]:
                       ", ".join(f"{k} ({built.get(k)!s:.60} here: {here[k]!s:.60})" for k in differ) +
                       "; its kernels are compiled for this machine at the first run", RuntimeWarning, stacklevel=3)
     else:
-        kernel_cache.add_read_root(os.path.join(path, CACHE))
-        codecache.add_read_root(os.path.join(path, CACHE))
+        codecache.add_read_root(os.path.join(path, CACHE))  # its sources and its kernel entries
     return model_file, list(manifest.get("passes_applied", []))

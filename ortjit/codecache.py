@@ -11,12 +11,14 @@ import importlib.util
 import os
 import sys
 import tempfile
+import threading
 
 from . import config
 
 _loaded: dict[str, object] = {}
 written = [0]   # kernel sources this process wrote, none on disk before: their kernels compile
-_read_roots: list[str] = []   # artifacts' cache folders, whose kernels/ are searched first
+_read_roots: list[str] = []   # artifacts' cache folders: their sources and entries are searched first
+_roots_lock = threading.Lock()
 _used: dict[str, str] = {}    # file name -> path, of the sources this process loaded
 
 
@@ -79,7 +81,7 @@ def load(name: str, source: str, attr: str = "kernel"):
 
 def _shipped(key: str, source: str) -> str | None:
     """The file holding this source in an artifact opened by this process, if one has it."""
-    for root in _read_roots:
+    for root in read_roots():
         path = os.path.join(root, "kernels", f"{key}.py")
         try:
             with open(path) as f:
@@ -91,11 +93,18 @@ def _shipped(key: str, source: str) -> str | None:
 
 
 def add_read_root(root: str) -> None:
-    """Search root/kernels (an artifact's) for kernel sources before the cache folder: what
-    is found there is neither written again nor counted as new."""
+    """Search the cache folder `root` (an artifact's) before the cache folder: its kernel
+    sources (root/kernels, neither written again nor counted as new) and its compiled
+    entries (root/numba, kernel_cache.py)."""
     root = os.path.abspath(root)
-    if root not in _read_roots:
-        _read_roots.insert(0, root)
+    with _roots_lock:
+        if root not in _read_roots:
+            _read_roots.insert(0, root)
+
+
+def read_roots() -> list[str]:
+    with _roots_lock:
+        return list(_read_roots)
 
 
 def export(root: str) -> list[str]:

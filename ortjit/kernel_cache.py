@@ -51,7 +51,6 @@ SUFFIX = ".ortjitk"
 _HEADER = len(MAGIC) + 32
 
 _lock = threading.Lock()
-_read_roots: list[str] = []            # artifact folders, searched before the cache folder
 _used: dict[str, str] = {}             # relative path -> file, of entries this process loaded or saved
 _unsaved: dict[str, bytes] = {}        # relative path -> payload, of entries it could not write
 _stamps: dict[str, str] = {}           # source file -> content hash
@@ -78,14 +77,6 @@ def njit(fn=None, **options):
                 raise
         dispatcher.compile = compile
     return dispatcher
-
-
-def add_read_root(path: str) -> None:
-    """Search the kernel entries under `path` (an artifact's cache) before the cache folder."""
-    path = os.path.abspath(path)
-    with _lock:
-        if path not in _read_roots:
-            _read_roots.insert(0, path)
 
 
 def export(root: str) -> dict[str, int]:
@@ -319,7 +310,7 @@ class KernelCache(Cache):
             _release(path)
 
     def _load(self, relative: str, target_context):
-        for root in [*_read_roots, config.cache_dir()]:
+        for root in [*codecache.read_roots(), config.cache_dir()]:  # artifacts' first
             path = os.path.join(root, relative)
             payload = _read_entry(path)
             if payload is None:
