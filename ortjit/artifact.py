@@ -88,6 +88,7 @@ def write(model_path, out_dir: str, signatures: list[dict] | None = None, feeds:
         if progress:
             progress(k, len(runs), {n: list(np.shape(v)) for n, v in feed.items()})
         model.run(feed)
+        model.run(feed)   # a first run computes some steps in numpy (config.numpy_first_runs): the second loads their kernels
     sizes = kernel_cache.export(os.path.join(out_dir, CACHE))
     codecache.export(os.path.join(out_dir, CACHE))  # the sources too: a load then writes none
     entries = {relative.replace(os.sep, "/"): size for relative, size in sorted(sizes.items())}

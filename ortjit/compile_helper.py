@@ -23,13 +23,14 @@ import warnings
 
 import numpy as np
 
+from . import jit
+
 _compiles = [0]          # Numba compiles started in this process
-_listening = [False]
 _in_helper = [False]     # a helper forks no helpers of its own (a Loop body's first run would)
 HEADROOM = 2 << 30       # address space the helper may add to what it inherits
 
 
-def _listen() -> None:
+def _listen(numba) -> None:
     from numba.core import event
 
     class _Count(event.Listener):
@@ -40,7 +41,9 @@ def _listen() -> None:
             pass
 
     event.register("numba:compile", _Count())
-    _listening[0] = True
+
+
+jit.on_ready(_listen)   # no compile can start before
 
 
 def enabled() -> bool:
@@ -63,9 +66,7 @@ class FirstRun:
 
     def __init__(self, plan, inputs: list, bar=None):
         self.plan, self.inputs, self.bar = plan, inputs, bar
-        self.active = enabled()
-        if self.active and not _listening[0]:
-            _listen()
+        self.active = None   # enabled(), asked when a helper would start (it imports Numba)
         self.start = _compiles[0]
         # kernel sources new on disk: they will compile, so start at once (the first
         # step's compile then has company too)
@@ -75,9 +76,12 @@ class FirstRun:
     def at(self, k: int) -> None:
         if self.bar is not None:
             self.bar.advance(self.plan.steps[k].op_type)
-        if (self.active and self.pid is None and (self.cold or _compiles[0] > self.start)
+        if (self.pid is None and self.active is not False and (self.cold or _compiles[0] > self.start)
                 and k < len(self.plan.steps) - 2):
-            self.pid = _fork_helper(self.plan, self.inputs, k)
+            if self.active is None:
+                self.active = enabled()
+            if self.active:
+                self.pid = _fork_helper(self.plan, self.inputs, k)
 
     def close(self) -> None:
         if self.pid:
@@ -102,6 +106,7 @@ def _fork_helper(plan, inputs: list, first: int):
         return pid
     try:  # the helper: never returns
         _in_helper[0] = True
+        os.environ["ORTJIT_NUMPY_FIRST_RUN"] = "0"   # the helper is there to compile kernels
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)

@@ -60,3 +60,11 @@ def showing_code() -> bool:
 
 def emit(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def numpy_first_runs() -> bool:
+    """Whether a fused elementwise loop's first call runs in numpy where numpy gives the
+    compiled loop's result bit for bit (codegen/elementwise.numpy_twin): the first run of
+    such a model then imports no Numba and loads no kernel. ORTJIT_NUMPY_FIRST_RUN=0
+    turns it off (every call compiled)."""
+    return os.environ.get("ORTJIT_NUMPY_FIRST_RUN", "1") not in ("0", "false", "False")

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import threading
 
-import numba
 import numpy as np
 import onnx
 import onnx_ir as ir
 
-from . import artifact, config, frontend, irutil, passes, subgraph
+from . import artifact, config, frontend, irutil, jit, passes, subgraph
 from .dtypes import to_onnx, ONNX_TYPE_NAMES
 from .errors import InvalidArgument
 from .ops import blas
@@ -82,8 +81,7 @@ class CompiledModel:
             plan, order = entry
             ordered = list(feed.values()) if order is None else [feed[n] for n in order]
         if self.num_threads and getattr(_threads, "n", 0) != self.num_threads:
-            numba.set_num_threads(self.num_threads)
-            _threads.n = self.num_threads
+            _set_threads(self.num_threads)
         blas_threads = blas.pin_one_thread()
         try:
             if plan.busy.acquire(blocking=False):
@@ -212,6 +210,28 @@ class CompiledModel:
 _threads = threading.local()
 
 
+def _set_threads(n: int) -> None:
+    """Numba's thread count for this thread's runs. Before Numba is imported (jit.py) it
+    is set when a run makes Numba ready, before that run's first kernel."""
+    if jit.is_ready():
+        blas.threaded()   # the threading layer is chosen before Numba's threads start
+        jit.ready().set_num_threads(n)
+        _threads.n = n
+    else:
+        _threads.wanted = n
+
+
+def _threads_when_ready(numba) -> None:
+    n = getattr(_threads, "wanted", 0)
+    if n:
+        blas.threaded()
+        numba.set_num_threads(n)
+        _threads.n = n
+
+
+jit.on_ready(_threads_when_ready)
+
+
 def _feed_key(arrays: dict) -> tuple:
     """The plan key of a validated feed. For arrays it is what the fast path of run() builds
     from a raw feed: a raw feed with the same key passes validation unchanged."""
@@ -223,7 +243,7 @@ def _thread_count(requested: int) -> int:
     """Threads for parallel kernels: 0 means all that Numba was started with."""
     if not requested or requested <= 0:
         return 0
-    return min(int(requested), numba.config.NUMBA_NUM_THREADS)
+    return min(int(requested), jit.max_threads())
 
 
 def _type_name(dtype) -> str:

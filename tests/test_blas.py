@@ -60,7 +60,7 @@ def test_what_blas_cannot_do_goes_to_numpy(case):
     np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.skipif(not blas.THREADED, reason="numpy's BLAS is not OpenBLAS with 64-bit ints here")
+@pytest.mark.skipif(not blas.threaded(), reason="numpy's BLAS is not OpenBLAS with 64-bit ints here")
 def test_openblas_thread_count_is_given_back():
     """A run pins OpenBLAS to one thread (its own pool would spin next to Numba's) and
     gives the caller's count back afterwards."""

@@ -82,7 +82,7 @@ def test_conv_bias_relu_becomes_one_node_whose_loop_runs_on_the_gemm_pieces():
     assert op_types(sess) == ["FusedConv"]
     assert sess._sess.fused_groups()[0][1] == ["Conv", "Add", "Relu"]
     from ortjit.ops import blas
-    if blas.THREADED:   # the epilogue ran inside the GEMM kernel, not as a loop of its own
+    if blas.threaded():   # the epilogue ran inside the GEMM kernel, not as a loop of its own
         assert epilogues(sess)[0].gemm_calls == 1   # both images unrolled, then one GEMM call
 
 
@@ -91,7 +91,7 @@ def test_residual_add_and_relu_ride_on_a_pointwise_conv():
     sess = check(model, feed)
     assert op_types(sess) == ["FusedConv"]
     from ortjit.ops import blas
-    if blas.THREADED:   # all three images in one call
+    if blas.threaded():   # all three images in one call
         assert epilogues(sess)[0].gemm_calls == 1
 
 
@@ -100,7 +100,7 @@ def test_images_beyond_the_im2col_budget_are_unrolled_in_turns(monkeypatch):
     model, feed = conv_model(3, 32, 48, 20, 3, 1, 1, "residual")
     monkeypatch.setattr(conv, "IM2COL_BYTES", 2 * 32 * 9 * 400 * 4)   # two images' columns
     sess = check(model, feed)
-    if blas.THREADED:
+    if blas.threaded():
         assert epilogues(sess)[0].gemm_calls == 2   # images 0-1, then image 2
 
 

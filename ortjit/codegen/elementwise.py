@@ -135,3 +135,39 @@ def evaluate_python(program: ScalarProgram, arrays: list[np.ndarray], out_shape:
         for o, var in zip(outs, program.outputs):
             o[idx] = env[var]
     return outs
+
+
+# Ops whose numpy ufunc gives what the compiled kernel computes, bit for bit, on operands
+# of the step's own dtype (by dtype kind): IEEE 754's correctly rounded +, -, *, / in that
+# float type (no fused multiply-add: the kernels are compiled without fastmath), and the
+# wrap-around of the integer +, -, * (Numba computes those in 64 bits, then narrows to
+# the step's type: the same low bits). float16 is left out: the kernels round it by hand.
+_EXACT_UFUNCS = {"Add": (np.add, "fiu"), "Sub": (np.subtract, "fiu"), "Mul": (np.multiply, "fiu"),
+                 "Div": (np.divide, "f"), "Neg": (np.negative, "f"), "Abs": (np.absolute, "f")}
+
+
+def numpy_twin(program: ScalarProgram):
+    """fn(*inputs, *outputs), filling the outputs as the compiled kernel would, with numpy's
+    array operations; None unless every step is an _EXACT_UFUNCS op on operands of its own
+    dtype. A whole-array operation per step, so meant for a first call (no compile, no
+    kernel load), not instead of the fused loop."""
+    dtypes = {var: np.dtype(info.dtype) for var, info in zip(program.inputs, program.in_infos)}
+    steps = []
+    for s in program.steps:
+        ufunc, kinds = _EXACT_UFUNCS.get(s.op.op_type, (None, "")) if s.op.domain == "" else (None, "")
+        dtype = np.dtype(s.dtype)
+        if ufunc is None or dtype.kind not in kinds or dtype == F16 or \
+                any(a is None or dtypes.get(a) != dtype for a in s.args):
+            return None
+        dtypes[s.out] = dtype
+        steps.append((ufunc, s.args, s.out))
+    inputs, outputs = list(program.inputs), list(program.outputs)
+
+    def twin(*arrays):
+        values = dict(zip(inputs, arrays))
+        with np.errstate(all="ignore"):
+            for ufunc, args, out in steps:
+                values[out] = ufunc(*[values[a] for a in args])
+        for var, target in zip(outputs, arrays[len(inputs):]):
+            target[...] = values[var]
+    return twin

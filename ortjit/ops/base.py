@@ -228,7 +228,7 @@ class _SkipOmitted:
 
     def __init__(self, kernel, present: list[int], n_inputs: int):
         self.kernel, self.present, self.n_inputs = kernel, present, n_inputs
-        self.source, self.name, self.fn = kernel.source, kernel.name, kernel.fn
+        self.source, self.name = kernel.source, kernel.name
 
     def __call__(self, *arrays):
         self.kernel(*[arrays[i] for i in self.present], *arrays[self.n_inputs:])

@@ -32,14 +32,10 @@ import os
 import threading
 import types as types_module
 
-import llvmlite.binding as llvm
-import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
+from .. import jit
+from ..jit import intrinsic, numba   # Numba is imported when the first kernel is (jit.py)
 from ..kernel_cache import njit
 
 _NAMES = ("ortjit_sgemm", "ortjit_dgemm", "ortjit_sgemv", "ortjit_dgemv")
@@ -125,6 +121,7 @@ def _bind() -> bool:
 
 
 def _load_backend() -> bool:
+    import llvmlite.binding as llvm
     try:
         lib = ctypes.CDLL(_PATH)
         if BACKEND == "mkl":
@@ -182,18 +179,34 @@ def _threadsafe_layer() -> bool:
     return False
 
 
-# Our kernels use Numba's threads (prange) only when the GEMMs run on them too.
-THREADED = BACKEND is not None and _threadsafe_layer()
+_threaded: list = []
+_threaded_lock = threading.RLock()
+
+
+def threaded() -> bool:
+    """Whether our kernels use Numba's threads (prange): only when the GEMMs run on them too.
+    Decided once, when first asked, with Numba made ready (whose threaded kernels ask too)."""
+    if not _threaded:
+        jit.ready()
+        with _threaded_lock:
+            if not _threaded:
+                _threaded.append(BACKEND is not None and _threadsafe_layer())
+    return _threaded[0]
 
 
 def threaded_njit(fn=None, **options):
-    """numba.njit for a kernel whose outer loop is a numba.prange: parallel when THREADED,
+    """numba.njit for a kernel whose outer loop is a numba.prange: parallel when threaded(),
     else compiled serially under another name. Numba's disk cache does not tell the two
     builds apart (its key is the signature and the CPU), so a process with the other
-    setting would load the wrong one. Other njit options pass through."""
+    setting would load the wrong one. Other njit options pass through. Made when Numba is
+    first needed, as kernel_cache.njit's kernels are."""
     if fn is None:
         return lambda f: threaded_njit(f, **options)
-    if THREADED:
+    return jit.defer(lambda: _threaded_dispatcher(fn, options), fn)
+
+
+def _threaded_dispatcher(fn, options: dict):
+    if threaded():
         return njit(cache=True, nogil=True, parallel=True, **options)(fn)
     serial = types_module.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
                                        fn.__defaults__, fn.__closure__)
@@ -218,23 +231,26 @@ def unpin(previous: int) -> None:
         _threads_calls[1](previous)
 
 
-_I32, _I64 = ir.IntType(32), ir.IntType(64)
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 
 @intrinsic
 def _cblas_gemm(typingctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
     """cblas_?gemm(RowMajor, ...) on raw addresses; float32 alpha calls sgemm, float64 dgemm."""
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils
     sig = types.void(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     single = alpha == types.float32
+    i32, i64 = ir.IntType(32), ir.IntType(64)
 
     def codegen(context, builder, signature, args):
         real = ir.FloatType() if single else ir.DoubleType()
-        fnty = ir.FunctionType(ir.VoidType(), [_I32, _I32, _I32, _I64, _I64, _I64, real, _I64, _I64,
-                                               _I64, _I64, real, _I64, _I64])
+        fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, i64, i64, i64, real, i64, i64,
+                                               i64, i64, real, i64, i64])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "ortjit_sgemm" if single else "ortjit_dgemm")
         ta, tb, m_, n_, k_, al, a_, lda_, b_, ldb_, be, c_, ldc_ = args
-        builder.call(fn, [ir.Constant(_I32, _ROW_MAJOR), builder.trunc(ta, _I32), builder.trunc(tb, _I32),
+        builder.call(fn, [ir.Constant(i32, _ROW_MAJOR), builder.trunc(ta, i32), builder.trunc(tb, i32),
                           m_, n_, k_, al, a_, lda_, b_, ldb_, be, c_, ldc_])
         return context.get_dummy_value()
     return sig, codegen
@@ -243,22 +259,26 @@ def _cblas_gemm(typingctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, bet
 @intrinsic
 def _cblas_gemv(typingctx, trans, rows, cols, alpha, a, lda, x, incx, beta, y, incy):
     """cblas_?gemv(RowMajor, ...) on raw addresses: y = alpha * op(A) x + beta * y."""
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils
     sig = types.void(trans, rows, cols, alpha, a, lda, x, incx, beta, y, incy)
     single = alpha == types.float32
+    i32, i64 = ir.IntType(32), ir.IntType(64)
 
     def codegen(context, builder, signature, args):
         real = ir.FloatType() if single else ir.DoubleType()
-        fnty = ir.FunctionType(ir.VoidType(), [_I32, _I32, _I64, _I64, real, _I64, _I64, _I64, _I64, real,
-                                               _I64, _I64])
+        fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i64, i64, real, i64, i64, i64, i64, real,
+                                               i64, i64])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "ortjit_sgemv" if single else "ortjit_dgemv")
         tr, rows_, cols_, al, a_, lda_, x_, incx_, be, y_, incy_ = args
-        builder.call(fn, [ir.Constant(_I32, _ROW_MAJOR), builder.trunc(tr, _I32), rows_, cols_, al, a_, lda_,
+        builder.call(fn, [ir.Constant(i32, _ROW_MAJOR), builder.trunc(tr, i32), rows_, cols_, al, a_, lda_,
                           x_, incx_, be, y_, incy_])
         return context.get_dummy_value()
     return sig, codegen
 
 
-@numba.njit(inline="always")
+@njit(inline="always")
 def _vector_piece(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, lo, hi, itemsize):
     """Outputs lo:hi of a product whose M or N is 1, as a matrix-vector product (OpenBLAS's
     GEMM runs a 1-row product several times slower than its GEMV)."""
@@ -279,7 +299,7 @@ def _vector_piece(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
                         c + lo * ldc * itemsize, ldc)
 
 
-@numba.njit(inline="always")
+@njit(inline="always")
 def split(parts, batch, m, n):
     """How a batch of m x n products is cut among `parts` threads: (pieces per matrix,
     whether along N, piece length). Each matrix is cut into pieces along N (wide outputs)
@@ -296,7 +316,7 @@ def split(parts, batch, m, n):
     return per, cut_n, ((total + per - 1) // per + align - 1) // align * align
 
 
-@numba.njit(inline="always")
+@njit(inline="always")
 def gemm_piece(a, b, c, i, image, cut_n, lo, hi):
     """c[image] (rows or columns lo:hi, as `split` cut it) = a @ b[i]: a (M, K), b (batch,
     K, N) and c (images, M, N), all C-contiguous float32 or float64."""
@@ -341,7 +361,7 @@ def _gemm(parts, batch, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, l
                             beta, ci + lo * ldc * itemsize, ldc)
 
 
-@numba.njit(inline="always")
+@njit(inline="always")
 def _operand(x, rows, cols, batched):
     """(transpose flag, leading dimension, batch stride) in elements for a stack of
     matrices that BLAS can read in place; flag 0 where it cannot. An operand that is not
@@ -410,13 +430,13 @@ _REALS = (np.dtype(np.float32), np.dtype(np.float64))
 
 def ready(dtype) -> bool:
     """Whether products of this dtype run on our threads (the BLAS bound, or bindable)."""
-    return THREADED and np.dtype(dtype) in _REALS and (_bound[0] if _bound else _bind())
+    return threaded() and np.dtype(dtype) in _REALS and (_bound[0] if _bound else _bind())
 
 
 def matmul(a, b, out, alpha=1.0, beta=0.0):
     """out = alpha * a @ b + beta * out for float32/float64 2-D or 3-D operands (a 2-D one
     broadcast over the other's batch), out's rows contiguous; numpy does what this cannot."""
-    if THREADED and out.dtype in _REALS and a.dtype == out.dtype and b.dtype == out.dtype \
+    if out.dtype in _REALS and threaded() and a.dtype == out.dtype and b.dtype == out.dtype \
             and 2 <= out.ndim <= 3 and 2 <= a.ndim <= out.ndim and 2 <= b.ndim <= out.ndim \
             and a.shape[-2] * a.shape[-1] * b.shape[-1] * (out.shape[0] if out.ndim == 3 else 1) >= SMALL \
             and (_bound[0] if _bound else _bind()):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 
-import numba
+from ..jit import numba   # imported when the first kernel is (jit.py)
 import numpy as np
 
 from ..errors import NotImplemented
@@ -182,7 +182,7 @@ def kernel(x, xq, w, b, y, dims, geo, offs, runs):
 def depthwise_kernel(taps: int, strides: tuple, bias: bool):
     """(compiled kernel, its source)."""
     from .. import codecache
-    source = _depthwise_source(taps, tuple(strides), blas.THREADED, bias)
+    source = _depthwise_source(taps, tuple(strides), blas.threaded(), bias)
     return codecache.load(f"depthwise_{taps}taps", source), source
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numba
+from ..jit import numba   # imported when the first kernel is (jit.py)
 import numpy as np
 
 from .. import codecache

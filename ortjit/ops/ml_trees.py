@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
+from ..jit import numba   # imported when the first kernel is (jit.py)
 import numpy as np
 
 from ..kernel_cache import njit
@@ -58,7 +58,7 @@ class Forest:
     leaf_weight: np.ndarray
 
 
-@numba.njit(inline="always", nogil=True)
+@njit(inline="always", nogil=True)
 def _add_leaf(scores, has, r, node, leaf_start, leaf_target, leaf_weight, aggregate):
     """Row r takes leaf `node`'s weights into scores (aggregate: 0/1 sum, 2 min, 3 max) and
     marks the targets written in `has`."""
@@ -438,7 +438,7 @@ class Trees:
         self.walk = _walk_of(ctx, forest)
         # runs of rows for the threads, several per thread so that uneven rows even out
         self.runs = min(self.n // 16, 4 * numba.get_num_threads()) \
-            if blas.THREADED and self.walk is not None and self.n >= THREADED_ROWS else 1
+            if blas.threaded() and self.walk is not None and self.n >= THREADED_ROWS else 1
 
     def rows(self, x):
         rows = x.reshape(self.shape)

@@ -2,7 +2,8 @@
 GroupNormalization, RMSNormalization, MeanVarianceNormalization."""
 from __future__ import annotations
 
-import numba
+from ..jit import numba   # imported when the first kernel is (jit.py)
+from ..kernel_cache import njit
 import numpy as np
 
 from ..errors import NotImplemented
@@ -19,7 +20,7 @@ def _float_input(ctx, i=0):
     return x
 
 
-@numba.njit(inline="always", nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+@njit(inline="always", nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def _row_stats(x, base, n, eps):
     """(mean, 1 / sqrt(var + eps)) of x[base:base + n]: two passes with float64 sums, so a
     large offset does not eat the variance."""

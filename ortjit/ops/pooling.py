@@ -9,7 +9,7 @@ AveragePool its sums, multiplied by 1/count where the loop divides by the count.
 """
 from __future__ import annotations
 
-import numba
+from ..jit import numba   # imported when the first kernel is (jit.py)
 import numpy as np
 
 from ..kernel_cache import njit
@@ -222,7 +222,7 @@ def _phase_plan(kind, dtype, nc, in_2d, kernel, strides, begin, dilations, out, 
     fill_block = sh * sw * plane
     work = dtype if kind == MAX else np.dtype(np.float64)  # averages sum in float64, as _pool
     # one set of planes and accumulators per run of channels; runs are what the threads take
-    runs = min(nc, 8 * numba.get_num_threads()) if blas.THREADED else 1
+    runs = min(nc, 8 * numba.get_num_threads()) if blas.threaded() else 1
     xp = np.full((runs, fill_block + flat), -np.inf if kind == MAX else 0.0, work)
     acc = np.empty((runs, flat), work)
     rows = np.array([(r + pt) % sh * sw * plane + (r + pt) // sh * pw for r in range(H)], np.int64)

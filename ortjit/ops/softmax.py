@@ -85,10 +85,10 @@ def kernel(x, y):
 def _rows_kernel(dtype, size):
     """The rows kernel for `size` elements: on Numba's threads (rows split among them)
     from the size at which generated elementwise loops go parallel."""
-    from ..codegen.cpu import HEADER, PARALLEL_MIN_ELEMENTS, vmath
+    from ..codegen.cpu import HEADER, parallel_loop, vmath
     f32 = dtype == np.float32
     body = _ROWS_SOURCE.format(exp="_vexp" if f32 else "np.exp", zero="np.float32(0.0)" if f32 else "0.0",
-                              one="np.float32(1.0)" if f32 else "1.0", parallel=size >= PARALLEL_MIN_ELEMENTS)
+                              one="np.float32(1.0)" if f32 else "1.0", parallel=parallel_loop(size))
     return codecache.load(f"softmax_rows_{dtype.name}", HEADER + (vmath.SOURCE if f32 else "") + body)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-import numba
+from ..jit import numba   # imported when the first kernel is (jit.py)
 import numpy as np
 
 from . import blas
@@ -143,14 +143,14 @@ def worthwhile(n: int, c: int, m: int, out: list) -> bool:
     """Whether Winograd beats im2col + GEMM, from measurements on this 2-core AVX-512 machine
     (one-Conv models timed both ways): its 16 GEMMs have only C as their inner dimension and
     its transforms cost per channel. With the transforms and GEMMs on all threads
-    (blas.THREADED, MKL) it took 0.52-0.82x im2col's time from 128 channels (ResNet, VGG
+    (blas.threaded(), MKL) it took 0.52-0.82x im2col's time from 128 channels (ResNet, VGG
     shapes, 7x7 to 112x112), 0.70x at 64 channels of 56x56 and 0.90x at 96 of 28x28, but
     1.13x at 64 channels of 13x13 and 1.18x at 32 of 56x56. Serial, it won only from 128
     channels, and on large images where im2col's buffer (9 C H W floats) outgrows the caches
     by far (0.77x for 64 channels at 224x224)."""
     tiles = n * -(-out[0] // 2) * -(-out[1] // 2)
     im2col_bytes = 9 * c * out[0] * out[1] * 4
-    if blas.THREADED:   # threaded transforms: from 64 channels on images of 100+ tiles
+    if blas.threaded():   # threaded transforms: from 64 channels on images of 100+ tiles
         wide_enough = c >= 128 or (c >= 64 and tiles >= 100)
     else:
         wide_enough = c >= 128

@@ -1,14 +1,14 @@
-"""CPU backend: fused loops compiled by Numba (serial by default; see PARALLEL_MIN_ELEMENTS)."""
+"""CPU backend: fused loops compiled by Numba (serial by default; see parallel_loop)."""
 from __future__ import annotations
 
 import os
 
 import numpy as np
 
-from ... import codecache
+from ... import codecache, config
 from . import vmath
 from ...ops import blas
-from ..elementwise import F16, F16_ROUND, ScalarProgram, collapse, render_loop_body
+from ..elementwise import F16, F16_ROUND, ScalarProgram, collapse, numpy_twin, render_loop_body
 
 # From how many elements a generated loop runs on Numba's threads (its outer loop a
 # prange); ORTJIT_PARALLEL_MIN_ELEMENTS overrides. Only where the GEMMs use the same
@@ -16,8 +16,13 @@ from ..elementwise import F16, F16_ROUND, ScalarProgram, collapse, render_loop_b
 # (light_resnet50 270 ms a run with parallel loops from 65536 elements, 64 ms serial).
 # Below about 64K elements a loop takes a few microseconds and threads do not pay; a
 # parallel compile costs about 10x a serial one (shared/design.md).
-PARALLEL_MIN_ELEMENTS = int(os.environ.get("ORTJIT_PARALLEL_MIN_ELEMENTS", 0)) or \
-    (1 << 16 if blas.THREADED else 1 << 62)
+def parallel_loop(size: int) -> bool:
+    """Whether a generated loop over `size` elements runs on Numba's threads. Below the
+    default threshold this does not ask blas.threaded(), which imports Numba."""
+    threshold = int(os.environ.get("ORTJIT_PARALLEL_MIN_ELEMENTS", 0))
+    if threshold:
+        return size >= threshold
+    return size >= 1 << 16 and blas.threaded()
 
 HEADER = "import math\nimport numpy as np\nimport numba\nfrom ortjit.kernel_cache import njit\n\n"
 
@@ -86,16 +91,31 @@ class ElementwiseKernel:
     def __init__(self, program: ScalarProgram, out_shape: tuple, in_shapes: list[tuple]):
         cout, cins = collapse(out_shape, in_shapes)
         size = int(np.prod(out_shape, dtype=np.int64))
-        self.parallel = size >= PARALLEL_MIN_ELEMENTS
+        self.parallel = parallel_loop(size)
         self.source = render_elementwise(program, len(cout), cins, self.parallel)
         self.name = program.name()
-        self.fn = codecache.load(self.name, self.source)
+        self._fn = None
+        # the first call: numpy, where it gives the kernel's result bit for bit (see
+        # numpy_twin): that call then needs no Numba and no kernel load
+        self.twin = numpy_twin(program)
         self.cout, self.cins = cout, cins
         self.n_in = len(cins)
         self.f16_in = [j for j, info in enumerate(program.in_infos) if np.dtype(info.dtype) == F16]
         self.f16_out = [j for j, dt in enumerate(program.out_dtypes) if np.dtype(dt) == F16]
 
+    @property
+    def fn(self):
+        """The compiled loop, its module loaded on first use."""
+        if self._fn is None:
+            self._fn = codecache.load(self.name, self.source)
+        return self._fn
+
     def __call__(self, *arrays):
+        if self.twin is not None:
+            twin, self.twin = self.twin, None
+            if config.numpy_first_runs():
+                twin(*arrays)
+                return
         ins = [np.asarray(a).reshape(s) for a, s in zip(arrays[:self.n_in], self.cins)]
         outs = [o.reshape(self.cout) for o in arrays[self.n_in:]]
         for j in self.f16_in:
