@@ -70,8 +70,9 @@ def write(model_path, out_dir: str, signatures: list[dict] | None = None, feeds:
           progress=None, **options) -> dict:
     """Compile `model_path` into the folder out_dir for each signature (input name -> dims;
     names not given use the model's fixed dims) and each sample feed; returns the manifest."""
-    from . import passes
+    from . import jit, passes
     from .model import CompiledModel
+    jit.ready()   # before the runs: a first call made without Numba would compute in numpy, not load its kernel
     optimized = CompiledModel(model_path, **options)
     runs = [sample_feed(optimized, s) for s in (signatures or [])] + list(feeds or [])
     if not runs:
@@ -88,7 +89,6 @@ def write(model_path, out_dir: str, signatures: list[dict] | None = None, feeds:
         if progress:
             progress(k, len(runs), {n: list(np.shape(v)) for n, v in feed.items()})
         model.run(feed)
-        model.run(feed)   # a first run computes some steps in numpy (config.numpy_first_runs): the second loads their kernels
     sizes = kernel_cache.export(os.path.join(out_dir, CACHE))
     codecache.export(os.path.join(out_dir, CACHE))  # the sources too: a load then writes none
     entries = {relative.replace(os.sep, "/"): size for relative, size in sorted(sizes.items())}

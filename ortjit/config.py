@@ -63,8 +63,8 @@ def emit(text: str) -> None:
 
 
 def numpy_first_runs() -> bool:
-    """Whether a fused elementwise loop's first call runs in numpy where numpy gives the
-    compiled loop's result bit for bit (codegen/elementwise.numpy_twin): the first run of
-    such a model then imports no Numba and loads no kernel. ORTJIT_NUMPY_FIRST_RUN=0
-    turns it off (every call compiled)."""
+    """Whether a fused elementwise loop called before Numba is imported computes that first
+    call with numpy, where numpy gives the compiled loop's result bit for bit
+    (codegen/elementwise.numpy_twin): a process's first run of such a model then imports
+    no Numba and loads no kernel. ORTJIT_NUMPY_FIRST_RUN=0 turns it off."""
     return os.environ.get("ORTJIT_NUMPY_FIRST_RUN", "1") not in ("0", "false", "False")

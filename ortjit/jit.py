@@ -60,7 +60,8 @@ class Deferred:
         return self._real
 
     def __call__(self, *args, **kwargs):
-        return self.resolve()(*args, **kwargs)
+        real = self._real
+        return (real if real is not None else self.resolve())(*args, **kwargs)
 
     def __getattr__(self, name):
         return getattr(self.resolve(), name)

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from ... import codecache, config
+from ... import codecache, config, jit
 from . import vmath
 from ...ops import blas
 from ..elementwise import F16, F16_ROUND, ScalarProgram, collapse, numpy_twin, render_loop_body
@@ -95,9 +95,10 @@ class ElementwiseKernel:
         self.source = render_elementwise(program, len(cout), cins, self.parallel)
         self.name = program.name()
         self._fn = None
-        # the first call: numpy, where it gives the kernel's result bit for bit (see
-        # numpy_twin): that call then needs no Numba and no kernel load
+        # numpy's way to the same result, bit for bit, where there is one (numpy_twin): for
+        # a first call made before Numba is imported, which then needs no Numba at all
         self.twin = numpy_twin(program)
+        self._twin_used = False
         self.cout, self.cins = cout, cins
         self.n_in = len(cins)
         self.f16_in = [j for j, info in enumerate(program.in_infos) if np.dtype(info.dtype) == F16]
@@ -110,22 +111,31 @@ class ElementwiseKernel:
             self._fn = codecache.load(self.name, self.source)
         return self._fn
 
+    def _first_call_in_numpy(self, arrays) -> bool:
+        """The first call, when Numba is not imported yet: numpy computes it. Only the
+        first: the fused loop is faster, and a later call has it loaded (or compiled)."""
+        if self.twin is None or self._twin_used or jit.is_ready() or not config.numpy_first_runs():
+            return False
+        self._twin_used = True
+        self.twin(*arrays)
+        return True
+
     def __call__(self, *arrays):
-        if self.twin is not None:
-            twin, self.twin = self.twin, None
-            if config.numpy_first_runs():
-                twin(*arrays)
+        fn = self._fn
+        if fn is None:
+            if self._first_call_in_numpy(arrays):
                 return
+            fn = self.fn
         ins = [np.asarray(a).reshape(s) for a, s in zip(arrays[:self.n_in], self.cins)]
         outs = [o.reshape(self.cout) for o in arrays[self.n_in:]]
         for j in self.f16_in:
             ins[j] = ins[j].astype(np.float32)
         if not self.f16_out:
-            self.fn(*ins, *outs)
+            fn(*ins, *outs)
             return
         targets = list(outs)
         for j in self.f16_out:
             outs[j] = np.empty(self.cout, np.float32)
-        self.fn(*ins, *outs)
+        fn(*ins, *outs)
         for j in self.f16_out:
             targets[j][...] = outs[j]  # exact: every value is already a float16
