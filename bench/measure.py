@@ -220,7 +220,10 @@ def _ahead_of_time(side: Side, name: str, model: str, feed: str, models_dir: str
 
 def _calibrate(worker: WorkerProcess, burst_s: float) -> int:
     """Run for about one burst's time, growing the call count, and return the number of
-    calls that fills a burst."""
+    calls that fills a burst. Two calls first, not counted: a process's first calls may
+    compile (ortjit computes some first calls with numpy before Numba is imported, and
+    compiles or loads those kernels at the second call), which would size the bursts."""
+    worker.call("run", n=2)
     n, spent = 1, 0.0
     while True:
         per_call = worker.call("run", n=n)["per_call_s"]
