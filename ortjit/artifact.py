@@ -1,6 +1,8 @@
 """Ahead-of-time artifacts: a folder holding an optimized model and its compiled kernels.
 
     OUT_DIR/model.onnx              the graph after ortjit's passes (no pass runs at load)
+    OUT_DIR/model.weights           its initializers of 64 KiB and more (ONNX external data),
+                                    memory-mapped by a session, never read or copied
     OUT_DIR/cache/numba/...         the kernel cache entries its plans used (kernel_cache.py)
     OUT_DIR/cache/kernels/...       the generated kernel sources they were compiled from
     OUT_DIR/ortjit-artifact.json    the manifest: versions, CPU, options, shapes, checksums
@@ -28,6 +30,7 @@ from .errors import InvalidArgument, InvalidProtobuf, NoSuchFile
 
 MANIFEST = "ortjit-artifact.json"
 MODEL = "model.onnx"
+WEIGHTS = "model.weights"
 CACHE = "cache"
 FORMAT = 1
 
@@ -80,11 +83,14 @@ def write(model_path, out_dir: str, signatures: list[dict] | None = None, feeds:
     os.makedirs(out_dir, exist_ok=True)
     if os.path.exists(os.path.join(out_dir, MANIFEST)):  # a folder compiled before: not one until done
         os.remove(os.path.join(out_dir, MANIFEST))
-    optimized.save_optimized(os.path.join(out_dir, MODEL))
+    if os.path.exists(os.path.join(out_dir, WEIGHTS)):
+        os.remove(os.path.join(out_dir, WEIGHTS))
+    optimized.save_optimized(os.path.join(out_dir, MODEL), WEIGHTS)
     # compiled from the saved graph, as a session opening the artifact will load it: a weight
     # read from the file is a read-only array, a kernel argument type of its own
     options = {k: v for k, v in options.items() if k not in ("optimization_level", "free_dimension_overrides")}
-    model = CompiledModel(os.path.join(out_dir, MODEL), optimization_level=passes.DISABLE_ALL, **options)
+    model = CompiledModel(os.path.join(out_dir, MODEL), optimization_level=passes.DISABLE_ALL, mapped_weights=True,
+                          **options)
     for k, feed in enumerate(runs):
         if progress:
             progress(k, len(runs), {n: list(np.shape(v)) for n, v in feed.items()})
@@ -96,9 +102,18 @@ def write(model_path, out_dir: str, signatures: list[dict] | None = None, feeds:
                 "passes_applied": optimized.passes_applied,
                 "signatures": [{n: {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)}
                                 for n, v in feed.items()} for feed in runs],
-                "model_bytes": os.path.getsize(os.path.join(out_dir, MODEL)), "entries": entries}
+                "model_bytes": os.path.getsize(os.path.join(out_dir, MODEL)),
+                "weights_bytes": _size(os.path.join(out_dir, WEIGHTS)), "entries": entries}
     codecache.write_atomic(os.path.join(out_dir, MANIFEST), json.dumps(manifest, indent=1).encode())
     return manifest
+
+
+def _size(path: str) -> int:
+    """The file's size; 0 if there is none (a model without large weights has no weights file)."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def open_artifact(path) -> tuple[str, list]:
@@ -118,10 +133,11 @@ def open_artifact(path) -> tuple[str, list]:
         return model_file, []
     # its size, not a checksum: hashing VGG-19's 550 MB would take longer than loading it;
     # the protobuf parser catches damage inside, as it does for any .onnx file
-    if manifest.get("model_bytes") != os.path.getsize(model_file):
-        raise InvalidProtobuf(f"Load model from {path} failed: {MODEL} is truncated or damaged "
-                              f"({os.path.getsize(model_file)} bytes, written with {manifest.get('model_bytes')}); "
-                              "compile the model again")
+    for name, key in ((MODEL, "model_bytes"), (WEIGHTS, "weights_bytes")):
+        size = _size(os.path.join(path, name))
+        if key in manifest and manifest[key] != size:   # weights_bytes: artifacts from before they were mapped lack it
+            raise InvalidProtobuf(f"Load model from {path} failed: {name} is truncated or damaged "
+                                  f"({size} bytes, written with {manifest[key]}); compile the model again")
     built, here = manifest.get("machine", {}), machine()
     differ = [k for k in here if built.get(k) != here[k]]
     if differ:

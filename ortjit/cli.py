@@ -137,7 +137,8 @@ def cmd_compile(args) -> int:
     manifest = artifact.write(args.model, args.output, _signatures(args.shape), feeds, progress,
                               optimization_level=args.level)
     size = sum(manifest["entries"].values())
-    print(f"wrote {args.output}: the optimized model ({manifest['model_bytes'] / 2**20:.1f} MB), "
+    print(f"wrote {args.output}: the optimized model ({manifest['model_bytes'] / 2**20:.1f} MB, "
+          f"weights {manifest['weights_bytes'] / 2**20:.1f} MB), "
           f"{len(manifest['entries'])} compiled kernels ({size / 2**20:.1f} MB), "
           f"{len(manifest['signatures'])} shape signature(s), in {time.perf_counter() - t0:.1f} s")
     print(f"load it with onnxruntime.InferenceSession({args.output!r}) or `ortjit run {args.output}`")

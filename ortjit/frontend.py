@@ -1,6 +1,7 @@
 """Frontend: a path, bytes or ModelProto becomes a checked, shape-inferred onnx-ir Model."""
 from __future__ import annotations
 
+import mmap
 import os
 from dataclasses import dataclass
 
@@ -26,8 +27,9 @@ class ValueSpec:
         return self.type.startswith("tensor(")
 
 
-def read_proto(model) -> onnx.ModelProto:
-    """Parse whatever the caller gave us into a ModelProto, with ORT's error classes."""
+def read_proto(model, mapped_weights: bool = False) -> onnx.ModelProto:
+    """Parse whatever the caller gave us into a ModelProto, with ORT's error classes.
+    mapped_weights: leave external data where it is (to_ir maps it, see map_weights)."""
     if isinstance(model, onnx.ModelProto):
         return model
     if isinstance(model, (bytes, bytearray, memoryview)):
@@ -40,7 +42,7 @@ def read_proto(model) -> onnx.ModelProto:
             raise InvalidArgument(f"Load model from {path} failed: it is a directory, not an .onnx file")
         with open(path, "rb") as f:
             proto = _parse(f.read(), path)
-        if _has_external_data(proto):
+        if _has_external_data(proto) and not mapped_weights:
             try:
                 onnx.external_data_helper.load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
             except (OSError, ValueError) as e:
@@ -96,16 +98,21 @@ def _copy_fields(src, dst, skip: str) -> None:
             setattr(dst, field.name, value)
 
 
+def _stubbed(t: onnx.TensorProto) -> bool:
+    """Large, or left in an external file (see map_weights): inference gets no data."""
+    return _data_bytes(t) > _INFER_WITHOUT_DATA_BYTES or t.data_location == onnx.TensorProto.EXTERNAL
+
+
 def _without_big_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of proto whose large initializers keep name, type and dims but no data."""
     graph = proto.graph
-    if not any(_data_bytes(t) > _INFER_WITHOUT_DATA_BYTES for t in graph.initializer):
+    if not any(_stubbed(t) for t in graph.initializer):
         return proto
     light = onnx.ModelProto()
     _copy_fields(proto, light, skip="graph")
     _copy_fields(graph, light.graph, skip="initializer")
     for t in graph.initializer:
-        if _data_bytes(t) > _INFER_WITHOUT_DATA_BYTES:
+        if _stubbed(t):
             light.graph.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
         else:
             light.graph.initializer.add().CopyFrom(t)
@@ -185,7 +192,8 @@ def _without_map_types(proto: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
-def to_ir(proto: onnx.ModelProto) -> ir.Model:
+def to_ir(proto: onnx.ModelProto, weights_dir: str | None = None) -> ir.Model:
+    """weights_dir: where the external data of a proto read with mapped_weights lies."""
     from .functions import expand
     try:
         proto = expand(proto)
@@ -201,8 +209,46 @@ def to_ir(proto: onnx.ModelProto) -> ir.Model:
     for k, attributes in held.items():
         for a in attributes:
             nodes[k].attributes[a.name] = _ReadyAttr(a)
+    if weights_dir is not None:
+        map_weights(model, weights_dir)
     _own_weights(model)
     return model
+
+
+def map_weights(model: ir.Model, folder: str) -> None:
+    """Initializers held as external data in `folder` become read-only numpy views of one
+    memory map of their file, not copies: an artifact's weights (artifact.py), never read
+    nor parsed, only their pages touched when used. The file must lie in the folder and
+    hold every tensor whole."""
+    ir.external_data.set_base_dir(model.graph, folder)   # those left as onnx-ir's own (narrow types)
+    maps: dict = {}
+    root = os.path.realpath(folder)
+    for graph in model.graphs():   # the main graph first
+        for v in graph.initializers.values():
+            t = v.const_value
+            if not isinstance(t, ir.ExternalTensor) or t.dtype not in _PLAIN:
+                continue
+            path = os.path.realpath(os.path.join(folder, t.location))
+            if os.path.dirname(path) != root:
+                raise InvalidProtobuf(f"Load model from {folder} failed: the weights of '{v.name}' lie outside "
+                                      f"its folder ({t.location})")
+            if path not in maps:
+                maps[path] = _map_file(path, folder)
+            dtype = np.dtype(t.dtype.numpy()).newbyteorder("<")
+            try:
+                array = np.frombuffer(maps[path], dtype, count=t.size, offset=t.offset or 0)
+            except ValueError:
+                raise InvalidProtobuf(f"Load model from {folder} failed: {t.location} is truncated "
+                                      f"(it lacks the weights of '{v.name}')") from None
+            v.const_value = ir.Tensor(array.reshape(tuple(t.shape.numpy())), name=t.name)
+
+
+def _map_file(path: str, folder: str):
+    try:
+        with open(path, "rb") as f:
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(f.fileno()).st_size else b""
+    except OSError as e:
+        raise NoSuchFile(f"Load model from {folder} failed: its weights: {e}") from None
 
 
 # INTS and FLOATS attributes longer than this skip onnx-ir's constructor (see _ReadyAttr):

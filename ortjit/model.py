@@ -1,6 +1,7 @@
 """CompiledModel: ortjit's own entry point. Load, optimize, then build one plan per shape signature."""
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -17,14 +18,17 @@ from .plan import PlanCache, build_plan
 class CompiledModel:
     def __init__(self, model, optimization_level: int = passes.ALL, max_steps: int = 10,
                  plan_cache_size: int = 8, free_dimension_overrides: dict | None = None,
-                 num_threads: int = 0, cache_dir: str | None = None):
+                 num_threads: int = 0, cache_dir: str | None = None, mapped_weights: bool = False):
+        """mapped_weights: external data memory-mapped, not read (an artifact's, see
+        artifact.py: our own files, which nothing rewrites under a session)."""
         if cache_dir:
             config.set_cache_dir(cache_dir)
         applied = None
         if artifact.is_artifact(model):  # compiled ahead of time: its graph is optimized already
             model, applied = artifact.open_artifact(model)
             optimization_level = passes.DISABLE_ALL
-        proto = frontend.read_proto(model)
+            mapped_weights = True
+        proto = frontend.read_proto(model, mapped_weights)
         if free_dimension_overrides:
             proto = _override_free_dims(proto, free_dimension_overrides)
         declared = onnx.ModelProto()
@@ -37,7 +41,7 @@ class CompiledModel:
                          "domain": proto.domain, "description": proto.doc_string,
                          "graph_description": proto.graph.doc_string, "version": proto.model_version,
                          "custom_metadata_map": {p.key: p.value for p in proto.metadata_props}}
-        self.ir = frontend.to_ir(proto)
+        self.ir = frontend.to_ir(proto, os.path.dirname(os.path.abspath(model)) if mapped_weights else None)
         for node in self.ir.graph.all_nodes():
             irutil.op_for(node, self.ir.opset_imports)  # unknown ops fail here, at load, as in ORT
         self.passes_applied = passes.optimize(self.ir, optimization_level, max_steps)
@@ -200,8 +204,13 @@ class CompiledModel:
             lines.append(f"# ---- kernel {name}\n{src}")
         return "\n".join(lines)
 
-    def save_optimized(self, path: str) -> None:
-        onnx.save(ir.serde.serialize_model(self.ir), path)
+    def save_optimized(self, path: str, weights: str | None = None) -> None:
+        """The optimized model as an .onnx file; weights: the file name, next to it, that
+        initializers of 64 KiB and more go to (external data, each 64-byte aligned)."""
+        if weights is None:
+            onnx.save(ir.serde.serialize_model(self.ir), path)
+            return
+        ir.save(self.ir, path, external_data=weights, size_threshold_bytes=1 << 16, alignment=64, align_threshold=0)
 
 
 # The thread count last given to Numba on each Python thread: asking Numba for it costs

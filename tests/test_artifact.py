@@ -172,3 +172,80 @@ def test_compile_ships_kernels_even_when_the_cache_folder_cannot_be_written(tmp_
     got = _run(out, 5, tmp_path / "empty")
     assert got["compiles"] == [] and got["error"] is None, got
     np.testing.assert_allclose(got["y"], _expected(5), rtol=1e-5)
+
+
+# ------------------------------------------------------------- weights mapped, not read
+
+def _weighty_model(path):
+    """x[N, 128] @ W[128, 256]: W (128 KiB) goes to the artifact's weights file."""
+    w = np.random.default_rng(0).standard_normal((128, 256)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 128])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 256])],
+                          [onnx.numpy_helper.from_array(w, "W")])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return w
+
+
+@pytest.fixture(scope="module")
+def weighty(tmp_path_factory):
+    root = tmp_path_factory.mktemp("weighty")
+    w = _weighty_model(str(root / "model.onnx"))
+    out = root / "model.ortjit"
+    assert cli.main(["compile", str(root / "model.onnx"), "-o", str(out), "--shape", "x=2,128"]) == 0
+    return out, w
+
+
+def _base(array):
+    while isinstance(array, np.ndarray):
+        array = array.base
+    return array.obj if isinstance(array, memoryview) else array
+
+
+def test_an_artifact_maps_its_large_weights_instead_of_reading_them(weighty):
+    import mmap
+
+    import ortjit
+    folder, w = weighty
+    manifest = json.loads((folder / "ortjit-artifact.json").read_text())
+    assert manifest["weights_bytes"] == (folder / "model.weights").stat().st_size >= w.nbytes
+    model = ortjit.compile(str(folder))
+    (weight,) = [v.const_value.numpy() for v in model.ir.graph.initializers.values() if v.const_value.size >= w.size]
+    assert isinstance(_base(weight), mmap.mmap) and not weight.flags.writeable
+    x = np.linspace(-1, 1, 256, dtype=np.float32).reshape(2, 128)
+    np.testing.assert_allclose(model.run({"x": x})[0], x @ w, rtol=1e-5, atol=1e-5)
+
+
+def _without_sizes(folder):
+    manifest = json.loads((folder / "ortjit-artifact.json").read_text())
+    del manifest["model_bytes"], manifest["weights_bytes"]   # as if the manifest could not tell
+    (folder / "ortjit-artifact.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("sizes_known", [True, False])
+def test_truncated_weights_are_invalid_protobuf(weighty, tmp_path, sizes_known):
+    import onnxruntime as ort
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf
+    folder = _copy(weighty[0], tmp_path / "cut.ortjit")
+    data = (folder / "model.weights").read_bytes()
+    (folder / "model.weights").write_bytes(data[: len(data) // 2])
+    if not sizes_known:
+        _without_sizes(folder)
+    with pytest.raises(InvalidProtobuf, match="model.weights.*truncated|truncated.*model.weights"):
+        ort.InferenceSession(str(folder))
+
+
+def test_weights_outside_the_artifact_are_refused(weighty, tmp_path):
+    import onnxruntime as ort
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf
+    folder = _copy(weighty[0], tmp_path / "moved.ortjit")
+    proto = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    for t in proto.graph.initializer:
+        for entry in t.external_data:
+            if entry.key == "location":
+                entry.value = "../elsewhere.bin"
+    onnx.save(proto, str(folder / "model.onnx"))
+    (tmp_path / "elsewhere.bin").write_bytes((folder / "model.weights").read_bytes())
+    _without_sizes(folder)
+    with pytest.raises(InvalidProtobuf, match="outside"):
+        ort.InferenceSession(str(folder))
