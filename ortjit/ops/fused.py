@@ -8,7 +8,22 @@ from .registry import register
 
 def body_program(ctx: NodeContext, in_infos: list):
     """The ScalarProgram of the node's `body` subgraph, whose inputs are described by
-    in_infos, and the Info of its result."""
+    in_infos, and the Info of its result. Kept in ctx for the same in_infos: a plan asks
+    for it twice per node (infer, then kernel)."""
+    made = ctx.extra.get("body_program")
+    if made is not None and len(made[0]) == len(in_infos) and all(map(_same_info, made[0], in_infos)):
+        return made[1]
+    made = _body_program(ctx, in_infos)
+    ctx.extra["body_program"] = (list(in_infos), made)
+    return made
+
+
+def _same_info(a, b) -> bool:
+    return a is b or (a is not None and b is not None and a.value is b.value and a.shape == b.shape
+                      and a.dtype == b.dtype and a.dynamic == b.dynamic)
+
+
+def _body_program(ctx: NodeContext, in_infos: list):
     from ..codegen.elementwise import ScalarProgram, Step
     body = ctx.attr("body")
     opsets = ctx.extra.get("opsets", {"": ctx.opset})
