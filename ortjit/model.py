@@ -221,17 +221,20 @@ _threads = threading.local()
 
 def _set_threads(n: int) -> None:
     """Numba's thread count for this thread's runs. Before Numba is imported (jit.py) it
-    is set when a run makes Numba ready, before that run's first kernel."""
+    is recorded, and set when a run makes Numba ready, before that run's first kernel
+    (other threads set theirs at their next run)."""
     if jit.is_ready():
         blas.threaded()   # the threading layer is chosen before Numba's threads start
         jit.ready().set_num_threads(n)
         _threads.n = n
     else:
-        _threads.wanted = n
+        _threads.wanted = _threads.n = n
 
 
 def _threads_when_ready(numba) -> None:
+    global _threads
     n = getattr(_threads, "wanted", 0)
+    _threads = threading.local()   # every thread gives its count again, now to Numba
     if n:
         blas.threaded()
         numba.set_num_threads(n)

@@ -22,8 +22,11 @@ import onnxruntime as ort
 op, threads = sys.argv[1], int(sys.argv[2])
 x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [3, 2])
 z = helper.make_tensor_value_info("Z", TensorProto.FLOAT, [3, 2])
-node = helper.make_node(op, ["X", "X"] if op == "Mul" else ["X"], ["Z"])
-m = helper.make_model(helper.make_graph([node], "g", [x], [z]), opset_imports=[helper.make_opsetid("", 17)])
+if op == "MulAdd":   # one fused loop of two exact ops
+    nodes = [helper.make_node("Mul", ["X", "X"], ["T"]), helper.make_node("Add", ["T", "X"], ["Z"])]
+else:
+    nodes = [helper.make_node(op, ["X", "X"] if op == "Mul" else ["X"], ["Z"])]
+m = helper.make_model(helper.make_graph(nodes, "g", [x], [z]), opset_imports=[helper.make_opsetid("", 17)])
 so = ort.SessionOptions()
 so.intra_op_num_threads = threads
 s = ort.InferenceSession(m.SerializeToString(), so)
@@ -48,9 +51,15 @@ def fresh(op, threads=0, **env):
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def test_a_session_and_a_first_numpy_exact_run_import_no_numba():
+def test_one_exact_op_runs_as_its_numpy_ufunc_and_never_imports_numba():
     r = fresh("Mul", threads=1)
     assert r["first"] == r["second"] == [[2.25, 4.0], [0.0, 9.0], [0.25, 16.0]]
+    assert not r["after_session"] and not r["after_first"] and not r["after_second"]
+
+
+def test_a_fused_loop_of_exact_ops_computes_its_first_call_in_numpy_then_compiles():
+    r = fresh("MulAdd", threads=1)
+    assert r["first"] == r["second"] == [[3.75, 2.0], [0.0, 12.0], [-0.25, 20.0]]
     assert not r["after_session"] and not r["after_first"]
     assert r["after_second"]     # the second run is the compiled kernel's
     assert r["threads"] == 1     # the session's thread count, set when Numba came
@@ -64,7 +73,7 @@ def test_a_first_run_that_needs_a_kernel_imports_numba_then():
 
 
 def test_numpy_first_runs_can_be_turned_off():
-    r = fresh("Mul", ORTJIT_NUMPY_FIRST_RUN="0")
+    r = fresh("MulAdd", ORTJIT_NUMPY_FIRST_RUN="0")
     assert not r["after_session"] and r["after_first"]
 
 
@@ -140,18 +149,31 @@ SHAPES = [[(5,)], [(3, 4), (4,)], [(2, 1, 3), (1, 4, 3)], [(6, 1), ()], [(0, 3),
 @given(chain=st.sampled_from(CHAINS), dtype=st.sampled_from([np.float32, np.float64, np.int32, np.int64, np.uint8]),
        shapes=st.sampled_from(SHAPES), seed=st.integers(0, 2 ** 31 - 1))
 def test_numpy_computes_what_the_compiled_kernel_does_bit_for_bit(chain, dtype, shapes, seed):
+    """A single exact op runs as its numpy ufunc (small) or as a compiled loop (large,
+    parallel); a fused chain's first call may be numpy's: both must give the loop's bits."""
+    from ortjit.codegen import cpu
     if np.dtype(dtype).kind != "f" and any(op in ("Div", "Neg", "Abs") for op in chain):
         chain = [op for op in chain if op in ("Add", "Sub", "Mul")] or ["Add"]
     model, n = _model(chain, dtype, [shapes[k % len(shapes)] for k in range(len(chain) + 1)])
     rng = np.random.default_rng(seed)
     feed = {f"x{k}": _values(rng, dtype, shapes[k % len(shapes)]) for k in range(n)}
-    sess = ort.InferenceSession(model.SerializeToString())
-    compiled = sess.run(None, feed)[0]       # Numba is imported in this process: the kernel
-    (kernel,) = _steps(sess, feed)
-    assert kernel.twin is not None
-    by_numpy = np.empty_like(compiled)
-    kernel.twin(*feed.values(), by_numpy)
-    _same(by_numpy, compiled)
+    numpy_call = cpu.numpy_call
+    cpu.numpy_call = lambda program: None      # every program a compiled loop
+    try:
+        compiled_sess = ort.InferenceSession(model.SerializeToString())
+        compiled = compiled_sess.run(None, feed)[0]
+        (kernel,) = _steps(compiled_sess, feed)
+    finally:
+        cpu.numpy_call = numpy_call
+    assert isinstance(kernel, cpu.ElementwiseKernel) and kernel.twin is not None
+    by_twin = np.empty_like(compiled)
+    kernel.twin(*feed.values(), by_twin)
+    _same(by_twin, compiled)
+    if len(chain) == 1:
+        sess = ort.InferenceSession(model.SerializeToString())
+        _same(sess.run(None, feed)[0], compiled)
+        (direct,) = _steps(sess, feed)
+        assert direct.name.startswith("numpy.")
 
 
 def _steps(sess, feed):
@@ -198,7 +220,7 @@ def test_numpy_twin_needs_every_step_exact():
 
 
 def test_ortjit_compile_ships_the_kernel_a_numpy_first_call_would_skip(tmp_path):
-    model, _ = _model(["Mul"], np.float32, [(2, 3), (2, 3)])
+    model, _ = _model(["Mul", "Add"], np.float32, [(2, 3), (2, 3), (2, 3)])
     path = tmp_path / "m.onnx"
     path.write_bytes(model.SerializeToString())
     env = dict(os.environ, ORTJIT_CACHE_DIR=str(tmp_path / "cache"))

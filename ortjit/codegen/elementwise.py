@@ -16,6 +16,8 @@ Python evaluation (constant folding) does the same with numpy's float16 conversi
 """
 from __future__ import annotations
 
+import contextvars
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -171,3 +173,39 @@ def numpy_twin(program: ScalarProgram):
         for var, target in zip(outputs, arrays[len(inputs):]):
             target[...] = values[var]
     return twin
+
+
+def numpy_call(program: ScalarProgram):
+    """For a program of one _EXACT_UFUNCS op (see numpy_twin): fn(*inputs, out) calling
+    that op's numpy ufunc into out, with floating-point errors ignored as the kernel's
+    arithmetic ignores them (no warnings); None for other programs."""
+    if len(program.steps) != 1 or numpy_twin(program) is None:
+        return None
+    step = program.steps[0]
+    ufunc = _EXACT_UFUNCS[step.op.op_type][0]
+    order = [program.inputs.index(a) for a in step.args]
+    if order == [0, 1]:
+        def call(a, b, out):
+            _quiet().run(ufunc, a, b, out)
+    elif order == [0]:
+        def call(a, out):
+            _quiet().run(ufunc, a, out)
+    else:
+        def call(*arrays):
+            _quiet().run(ufunc, *[arrays[k] for k in order], arrays[-1])
+    call.name, call.source = f"numpy.{ufunc.__name__}", None
+    return call
+
+
+_contexts = threading.local()
+
+
+def _quiet() -> contextvars.Context:
+    """This thread's context in which numpy ignores floating-point errors: entering it
+    costs a tenth of np.errstate's (0.1 against 1.3 us measured)."""
+    try:
+        return _contexts.quiet
+    except AttributeError:
+        quiet = _contexts.quiet = contextvars.copy_context()
+        quiet.run(np.seterr, all="ignore")
+        return quiet

@@ -202,13 +202,13 @@ class Elementwise(Op):
                              [Step(self, ctx, args, "y", dtype)], ["y"], [dtype])
 
     def kernel(self, ctx):
-        from ..codegen.cpu import ElementwiseKernel
+        from ..codegen.cpu import elementwise_kernel
         wide = self._widened(ctx)
         if wide is not None:
             return _Narrowed(self.kernel(wide), self.infer(wide)[0], len(ctx.inputs))
         out = self.infer(ctx)[0]
         program = self.program(ctx)
-        k = ElementwiseKernel(program, out.shape, [i.shape for i in program.in_infos])
+        k = elementwise_kernel(program, out.shape, [i.shape for i in program.in_infos])
         present, n = self.present_inputs(ctx), len(ctx.inputs)
         if len(present) == n:
             return k

@@ -52,6 +52,6 @@ class FusedElementwise(Op):
         return [body_program(ctx, ctx.inputs)[1]]
 
     def kernel(self, ctx):
-        from ..codegen.cpu import ElementwiseKernel
+        from ..codegen.cpu import elementwise_kernel
         program, out = body_program(ctx, ctx.inputs)
-        return ElementwiseKernel(program, out.shape, [i.shape for i in ctx.inputs])
+        return elementwise_kernel(program, out.shape, [i.shape for i in ctx.inputs])
