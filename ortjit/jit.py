@@ -83,6 +83,13 @@ def defer(make, py_func):
     return make()
 
 
+def unwrap(obj):
+    """The real kernel behind a Deferred made ready (a call then skips the stand-in), else obj."""
+    if type(obj) is Deferred and obj._real is not None:
+        return obj._real
+    return obj
+
+
 def intrinsic(fn):
     """numba.extending.intrinsic, deferred like njit."""
     def make():
