@@ -194,6 +194,11 @@ def threaded() -> bool:
     return _threaded[0]
 
 
+# chosen when Numba is made ready, before any parallel kernel can run, whichever kernel
+# (threaded_njit's or a generated parallel loop) comes first
+jit.on_ready(lambda numba_module: threaded())
+
+
 def threaded_njit(fn=None, **options):
     """numba.njit for a kernel whose outer loop is a numba.prange: parallel when threaded(),
     else compiled serially under another name. Numba's disk cache does not tell the two

@@ -87,7 +87,7 @@ def elementwise_kernel(program: ScalarProgram, out_shape: tuple, in_shapes: list
     dispatch of Numba's arguments), and no kernel to load or compile."""
     size = int(np.prod(out_shape, dtype=np.int64))
     direct = numpy_call(program)
-    if direct is not None and not (size >= 1 << 16 and parallel_loop(size)):  # only big ones ask (imports Numba)
+    if direct is not None and not parallel_loop(size):
         return direct
     return ElementwiseKernel(program, out_shape, in_shapes)
 
