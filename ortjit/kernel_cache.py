@@ -21,8 +21,11 @@ code), and unpickles whatever it finds. Here:
 * the folder is bounded: past `config.cache_max_bytes()` the least recently used files go
   (a hit touches its file);
 * a load hands the entry's object code straight to the JIT and keeps the library's
-  bitcode unparsed until a later compile links against it (see _CachedLibrary): Numba
-  parses it at every load, half of a kernel's load time.
+  bitcode unparsed until a later compile links against it (kernel_loader._CachedLibrary):
+  Numba parses it at every load, half of a kernel's load time.
+
+This module needs no Numba: the Cache that Numba's dispatchers call lives in
+kernel_loader.py, imported with Numba when the first kernel is made (jit.py).
 """
 from __future__ import annotations
 
