@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 
-from . import config
+from . import config, jit
 
 _loaded: dict[str, object] = {}
 written = [0]   # kernel sources this process wrote, none on disk before: their kernels compile
@@ -67,6 +67,7 @@ def load(name: str, source: str, attr: str = "kernel"):
                 # an unwritable cache folder costs the on-disk cache, not the run
                 path = os.path.join(_fallback_dir(), os.path.basename(path))
                 write_atomic(path, source.encode())
+        jit.ready()   # the module's njit makes dispatchers, not stand-ins (jit.py)
         modname = f"ortjit_kernel_{key}"
         spec = importlib.util.spec_from_file_location(modname, path)
         mod = importlib.util.module_from_spec(spec)
