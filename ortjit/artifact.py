@@ -18,6 +18,7 @@ artifacts you trust, as with any Python package.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -41,6 +42,11 @@ def is_artifact(path) -> bool:
 
 def machine() -> dict:
     """What compiled code depends on, besides its source: versions and the CPU."""
+    return dict(_machine())
+
+
+@functools.lru_cache(maxsize=1)
+def _machine() -> dict:   # asked of LLVM once per process: half a millisecond
     import llvmlite
     import llvmlite.binding as llvm
     import numba
