@@ -28,7 +28,8 @@ class CompiledModel:
             model, applied = artifact.open_artifact(model)
             optimization_level = passes.DISABLE_ALL
             mapped_weights = True
-        proto = frontend.read_proto(model, mapped_weights)
+        mapped = mapped_weights and isinstance(model, (str, os.PathLike))   # a file's external data
+        proto = frontend.read_proto(model, mapped)
         if free_dimension_overrides:
             proto = _override_free_dims(proto, free_dimension_overrides)
         declared = onnx.ModelProto()
@@ -41,7 +42,7 @@ class CompiledModel:
                          "domain": proto.domain, "description": proto.doc_string,
                          "graph_description": proto.graph.doc_string, "version": proto.model_version,
                          "custom_metadata_map": {p.key: p.value for p in proto.metadata_props}}
-        self.ir = frontend.to_ir(proto, os.path.dirname(os.path.abspath(model)) if mapped_weights else None)
+        self.ir = frontend.to_ir(proto, os.path.dirname(os.path.abspath(model)) if mapped else None)
         for node in self.ir.graph.all_nodes():
             irutil.op_for(node, self.ir.opset_imports)  # unknown ops fail here, at load, as in ORT
         self.passes_applied = passes.optimize(self.ir, optimization_level, max_steps)
