@@ -36,7 +36,8 @@ class CompiledModel:
         declared.graph.input.extend(proto.graph.input)    # what graph_specs reads of the model as given
         declared.graph.output.extend(proto.graph.output)
         declared.graph.initializer.extend(onnx.TensorProto(name=t.name) for t in proto.graph.initializer)
-        proto = frontend.infer_shapes(proto)
+        if applied is None or not frontend.typed_throughout(proto):   # an artifact's graph is typed already
+            proto = frontend.infer_shapes(proto)
         self.inputs, self.overridable, self.outputs = frontend.graph_specs(declared, proto)
         self.metadata = {"producer_name": proto.producer_name, "graph_name": proto.graph.name,
                          "domain": proto.domain, "description": proto.doc_string,

@@ -249,3 +249,25 @@ def test_weights_outside_the_artifact_are_refused(weighty, tmp_path):
     _without_sizes(folder)
     with pytest.raises(InvalidProtobuf, match="outside"):
         ort.InferenceSession(str(folder))
+
+
+def test_an_artifact_session_does_not_infer_shapes_again(weighty, monkeypatch):
+    import ortjit
+    from ortjit import frontend
+    folder, w = weighty
+    monkeypatch.setattr(frontend, "infer_shapes", lambda proto: pytest.fail("shape inference ran again"))
+    model = ortjit.compile(str(folder))
+    assert [(s.name, s.shape) for s in model.outputs] == [("y", ("N", 256))]
+    x = np.ones((2, 128), np.float32)
+    np.testing.assert_allclose(model.run({"x": x})[0], x @ w, rtol=1e-5, atol=1e-5)
+
+
+def test_typed_throughout_needs_every_made_value_typed():
+    from ortjit import frontend
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["t"]), helper.make_node("Neg", ["t"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    assert not frontend.typed_throughout(m)     # t has no type
+    m.graph.value_info.append(helper.make_tensor_value_info("t", TensorProto.FLOAT, [2]))
+    assert frontend.typed_throughout(m)
