@@ -279,15 +279,20 @@ _LIST_FIELDS = {onnx.AttributeProto.INTS: "ints", onnx.AttributeProto.FLOATS: "f
 
 
 class _ReadyAttr(ir.Attr):
-    """An INTS or FLOATS attribute made from protobuf's list, whose elements are Python
-    ints or floats already: onnx-ir's constructor converts them one by one again, 60 ms of
-    a 100-tree forest's 80 ms of deserializing."""
+    """An INTS or FLOATS attribute whose value is protobuf's own list: a sequence of Python
+    ints or floats, which onnx-ir's constructor would convert one by one again (60 ms of a
+    100-tree forest's 80 ms of deserializing), and which numpy reads as an array at once
+    (np.asarray: 0.03 ms for 38,622 ints, against 2.2 ms through a tuple). The attribute is
+    copied out of the model first, so that its list does not keep the whole model's
+    protobuf memory alive."""
 
     __slots__ = ("_values",)
 
     def __init__(self, proto: onnx.AttributeProto):
         super().__init__(proto.name, ir.AttributeType(proto.type), None, doc_string=proto.doc_string or None)
-        self._values = tuple(getattr(proto, _LIST_FIELDS[proto.type]))
+        alone = onnx.AttributeProto()
+        alone.CopyFrom(proto)
+        self._values = getattr(alone, _LIST_FIELDS[proto.type])
 
     @property
     def value(self):

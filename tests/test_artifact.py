@@ -271,3 +271,23 @@ def test_typed_throughout_needs_every_made_value_typed():
     assert not frontend.typed_throughout(m)     # t has no type
     m.graph.value_info.append(helper.make_tensor_value_info("t", TensorProto.FLOAT, [2]))
     assert frontend.typed_throughout(m)
+
+
+def test_long_attribute_lists_go_through_an_artifact(tmp_path):
+    """A forest's node lists (over 1024 numbers: frontend._ReadyAttr keeps protobuf's own
+    list) are read by the session, written into the artifact's model and read back."""
+    import onnxruntime as ort
+    from tests.test_ops_strings_ml import ml_model, random_forest
+    rng = np.random.default_rng(11)
+    attrs = random_forest(rng, 30, 5, 2, depth=6)
+    assert len(attrs["nodes_nodeids"]) > 1024
+    x = rng.standard_normal((7, 5)).astype(np.float32)
+    model = ml_model("TreeEnsembleRegressor", {"x": x}, ["y"], n_targets=2, **attrs)
+    onnx.save(model, str(tmp_path / "forest.onnx"))
+    direct = ort.InferenceSession(str(tmp_path / "forest.onnx")).run(None, {"x": x})[0]
+    assert cli.main(["compile", str(tmp_path / "forest.onnx"), "-o", str(tmp_path / "forest.ortjit"),
+                     "--shape", "x=7,5"]) == 0
+    np.testing.assert_array_equal(ort.InferenceSession(str(tmp_path / "forest.ortjit")).run(None, {"x": x})[0],
+                                  direct)
+    from onnx.reference import ReferenceEvaluator
+    np.testing.assert_allclose(direct, ReferenceEvaluator(model).run(None, {"x": x})[0], rtol=1e-5, atol=1e-6)
