@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import io
 import os
 import pickle
+import sys
 
 import llvmlite.binding as ll
 from numba.core import codegen as numba_codegen, compiler
@@ -164,6 +166,33 @@ def _ensure_resolvable(target_context, external) -> None:
     _resolvable.update(external)
 
 
+class _Unpickler(pickle.Unpickler):
+    """pickle's, with environments rebuilt by _rebuild_env_lazily."""
+
+    def find_class(self, module, name):
+        if module == "numba.core.environment" and name == "_rebuild_env":
+            return _rebuild_env_lazily
+        return super().find_class(module, name)
+
+
+def _rebuild_env_lazily(modname, consts, env_name):
+    """Numba's _rebuild_env, but a module not imported yet is not imported for an
+    environment that holds no constants. Numba imports the module of every helper a
+    kernel inlines (numba.np.arrayobj, its unicode and sort modules: 25 ms, once per
+    process, at the first load of a kernel that inlines one of them) only to hand its
+    dict to the environment as globals, which nopython code never reads: only object
+    mode does (numba/core/pylowering.py), and our kernels are all nopython."""
+    from numba.core import environment
+    if consts or modname in sys.modules:
+        return environment._rebuild_env(modname, consts, env_name)
+    env = environment.lookup_environment(env_name)
+    if env is None:
+        env = environment.Environment({"__name__": modname})
+        env.env_name = env_name
+        environment.Environment._memo[env_name] = env
+    return env
+
+
 class KernelCache(Cache):
     _impl_class = _Impl
 
@@ -216,7 +245,7 @@ class KernelCache(Cache):
             if payload is None:
                 continue
             try:
-                cres = self._impl.rebuild(target_context, pickle.loads(payload))
+                cres = self._impl.rebuild(target_context, _Unpickler(io.BytesIO(payload)).load())
             except Exception as e:  # noqa: BLE001 - any failure means: compile instead
                 store._discard(path, f"could not be loaded ({type(e).__name__}: {e})")
                 continue

@@ -228,3 +228,35 @@ def test_a_loaded_kernel_links_into_a_later_compile(tmp_path):
         results.append(json.loads(res.stdout.strip().splitlines()[-1]))
     assert [r["hits"] for r in results] == [0, 1]   # compiled, then loaded
     assert all(r["direct"] == 7.0 and r["linked"] == 8.0 for r in results)
+
+
+# A tree ensemble's kernels inline helpers from numba.np.arrayobj; loaded from the cache,
+# their environments must not import it (kernel_loader._rebuild_env_lazily), and the
+# kernels must still run right.
+FOREST = r"""
+import json, sys
+import numpy as np
+from tests.test_ops_strings_ml import ml_model, random_forest
+import onnxruntime as ort
+rng = np.random.default_rng(5)
+x = rng.standard_normal((9, 4)).astype(np.float32)
+model = ml_model("TreeEnsembleRegressor", {"x": x}, ["y"], n_targets=2, **random_forest(rng, 6, 4, 2, depth=4))
+y = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+from onnx.reference import ReferenceEvaluator
+ok = bool(np.allclose(y, ReferenceEvaluator(model).run(None, {"x": x})[0], rtol=1e-5, atol=1e-6))
+print(json.dumps({"ok": ok, "arrayobj": "numba.np.arrayobj" in sys.modules}))
+"""
+
+
+def test_loaded_kernels_do_not_import_the_modules_of_what_they_inline(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, ORTJIT_CACHE_DIR=str(tmp_path), PYTHONPATH=root)
+    runs = []
+    for _ in range(2):   # compiled, then loaded
+        res = subprocess.run([sys.executable, "-c", FOREST], capture_output=True, text=True, env=env, timeout=300,
+                             cwd=root)
+        assert res.returncode == 0, res.stderr
+        runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    assert runs[0]["ok"] and runs[1]["ok"]
+    assert runs[0]["arrayobj"]          # compiling imports it, as it must
+    assert not runs[1]["arrayobj"]      # loading does not
