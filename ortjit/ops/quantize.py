@@ -157,8 +157,10 @@ class DynamicQuantizeLinear(Op):
             hi = max(f32(x.max()), f32(0)) if x.size else f32(0)
             # all zeros: the spec's scale would be 0; ONNX Runtime uses 1
             scale = f32(1) if hi == lo else f32(hi - lo) / f32(255)
-            with np.errstate(invalid="ignore"):  # NaN inputs: undefined, but no crash
-                zp = np.rint(np.clip(f32(0) - lo / scale, 0, 255))
+            with np.errstate(invalid="ignore", divide="ignore"):  # NaN inputs: undefined, but no crash
+                # clamped as max(0, min(255, v)), which keeps a NaN's bound (a range that
+                # underflows to a zero scale gives 0 / 0): ONNX Runtime's std::min / std::max
+                zp = np.rint(max(f32(0), min(f32(255), f32(0) - lo / scale)))
                 y_scale[...] = scale
                 y_zero_point[...] = zp.astype(np.uint8)
                 y[...] = np.clip(np.rint(x / scale) + zp, 0, 255).astype(np.uint8)
