@@ -148,11 +148,9 @@ _EXACT_UFUNCS = {"Add": (np.add, "fiu"), "Sub": (np.subtract, "fiu"), "Mul": (np
                  "Div": (np.divide, "f"), "Neg": (np.negative, "f"), "Abs": (np.absolute, "f")}
 
 
-def numpy_twin(program: ScalarProgram):
-    """fn(*inputs, *outputs), filling the outputs as the compiled kernel would, with numpy's
-    array operations; None unless every step is an _EXACT_UFUNCS op on operands of its own
-    dtype. A whole-array operation per step, so meant for a first call (no compile, no
-    kernel load), not instead of the fused loop."""
+def _exact_steps(program: ScalarProgram) -> list | None:
+    """(ufunc, argument names, result name) per step; None unless every step is an
+    _EXACT_UFUNCS op on operands of its own dtype."""
     dtypes = {var: np.dtype(info.dtype) for var, info in zip(program.inputs, program.in_infos)}
     steps = []
     for s in program.steps:
@@ -163,6 +161,17 @@ def numpy_twin(program: ScalarProgram):
             return None
         dtypes[s.out] = dtype
         steps.append((ufunc, s.args, s.out))
+    return steps
+
+
+def numpy_twin(program: ScalarProgram):
+    """fn(*inputs, *outputs), filling the outputs as the compiled kernel would, with numpy's
+    array operations; None unless every step is exact (_exact_steps). A whole-array
+    operation per step, so meant for a first call (no compile, no kernel load), not
+    instead of the fused loop."""
+    steps = _exact_steps(program)
+    if steps is None:
+        return None
     inputs, outputs = list(program.inputs), list(program.outputs)
 
     def twin(*arrays):
@@ -176,14 +185,14 @@ def numpy_twin(program: ScalarProgram):
 
 
 def numpy_call(program: ScalarProgram):
-    """For a program of one _EXACT_UFUNCS op (see numpy_twin): fn(*inputs, out) calling
-    that op's numpy ufunc into out, with floating-point errors ignored as the kernel's
-    arithmetic ignores them (no warnings); None for other programs."""
-    if len(program.steps) != 1 or numpy_twin(program) is None:
+    """For a program of one exact op (_exact_steps): fn(*inputs, out) calling that op's
+    numpy ufunc into out, with floating-point errors ignored as the kernel's arithmetic
+    ignores them (no warnings); None for other programs."""
+    steps = _exact_steps(program)
+    if steps is None or len(steps) != 1:
         return None
-    step = program.steps[0]
-    ufunc = _EXACT_UFUNCS[step.op.op_type][0]
-    order = [program.inputs.index(a) for a in step.args]
+    ((ufunc, args, _),) = steps
+    order = [program.inputs.index(a) for a in args]
     if order == [0, 1]:
         def call(a, b, out):
             _quiet().run(ufunc, a, b, out)

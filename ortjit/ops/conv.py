@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import itertools
 
-from ..jit import numba   # imported when the first kernel is (jit.py)
 import numpy as np
 
+from ..jit import numba   # imported when the first kernel is (jit.py)
 from ..errors import NotImplemented
 from .base import Info, Op, is_narrow_float, widen_kernel, widened_context
 from . import blas, winograd

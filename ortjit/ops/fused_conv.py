@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..jit import numba   # imported when the first kernel is (jit.py)
 import numpy as np
 
+from ..jit import numba   # imported when the first kernel is (jit.py)
 from .. import codecache
 from . import blas
 from .base import Op

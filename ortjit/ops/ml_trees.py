@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..jit import numba   # imported when the first kernel is (jit.py)
 import numpy as np
 
+from ..jit import numba   # imported when the first kernel is (jit.py)
 from ..kernel_cache import njit
 from . import blas
 from .base import Info, Op

@@ -2,10 +2,10 @@
 GroupNormalization, RMSNormalization, MeanVarianceNormalization."""
 from __future__ import annotations
 
-from ..jit import numba   # imported when the first kernel is (jit.py)
-from ..kernel_cache import njit
 import numpy as np
 
+from ..jit import numba   # imported when the first kernel is (jit.py)
+from ..kernel_cache import njit
 from ..errors import NotImplemented
 from . import blas
 from .base import Info, Op, broadcast_shapes, is_narrow_float, normalize_axis

@@ -9,9 +9,9 @@ AveragePool its sums, multiplied by 1/count where the loop divides by the count.
 """
 from __future__ import annotations
 
-from ..jit import numba   # imported when the first kernel is (jit.py)
 import numpy as np
 
+from ..jit import numba   # imported when the first kernel is (jit.py)
 from ..kernel_cache import njit
 from ..errors import NotImplemented
 from . import blas

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import os
 
-from ..jit import numba   # imported when the first kernel is (jit.py)
 import numpy as np
 
+from ..jit import numba   # imported when the first kernel is (jit.py)
 from . import blas
 from .scratch import scratch
 
