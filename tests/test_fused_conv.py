@@ -75,13 +75,28 @@ def epilogues(sess):
     return [s.fn.epilogue for s in plan.steps if hasattr(s.fn, "epilogue")]
 
 
-def test_conv_bias_relu_becomes_one_node_whose_loop_runs_on_the_gemm_pieces():
-    # 32 channels of 20x20, 3x3: 3.7M multiply-adds per image, a threaded GEMM per image
+def direct_conv_here() -> bool:
+    from ortjit.ops import direct_conv
+    return direct_conv.applicable(np.float32, 1, [3, 3], [1, 1], 2)
+
+
+def test_conv_bias_relu_becomes_one_node_whose_loop_runs_as_the_direct_conv_copies_out():
+    # 32 channels of 20x20, 3x3, stride 1: a direct convolution (ops/direct_conv.py)
     model, feed = conv_model(2, 32, 48, 20, 3, 1, 1, "relu", symbolic_batch=True)
     sess = check(model, feed)
     assert op_types(sess) == ["FusedConv"]
     assert sess._sess.fused_groups()[0][1] == ["Conv", "Add", "Relu"]
-    from ortjit.ops import blas
+    if direct_conv_here():   # the epilogue ran inside the direct kernel, not as a loop of its own
+        (epilogue,) = epilogues(sess)
+        assert (epilogue.direct_calls, epilogue.gemm_calls) == (1, 0)
+
+
+def test_conv_bias_relu_loop_runs_on_the_gemm_pieces(monkeypatch):
+    # 32 channels of 20x20, 3x3: 3.7M multiply-adds per image, a threaded GEMM per image
+    from ortjit.ops import blas, direct_conv
+    monkeypatch.setattr(direct_conv, "ENABLED", False)   # im2col + GEMM
+    model, feed = conv_model(2, 32, 48, 20, 3, 1, 1, "relu", symbolic_batch=True)
+    sess = check(model, feed)
     if blas.threaded():   # the epilogue ran inside the GEMM kernel, not as a loop of its own
         assert epilogues(sess)[0].gemm_calls == 1   # both images unrolled, then one GEMM call
 
@@ -96,7 +111,8 @@ def test_residual_add_and_relu_ride_on_a_pointwise_conv():
 
 
 def test_images_beyond_the_im2col_budget_are_unrolled_in_turns(monkeypatch):
-    from ortjit.ops import blas, conv
+    from ortjit.ops import blas, conv, direct_conv
+    monkeypatch.setattr(direct_conv, "ENABLED", False)
     model, feed = conv_model(3, 32, 48, 20, 3, 1, 1, "residual")
     monkeypatch.setattr(conv, "IM2COL_BYTES", 2 * 32 * 9 * 400 * 4)   # two images' columns
     sess = check(model, feed)

@@ -19,7 +19,7 @@ import numpy as np
 from ..jit import numba   # imported when the first kernel is (jit.py)
 from ..errors import NotImplemented
 from .base import Info, Op, is_narrow_float, widen_kernel, widened_context
-from . import blas, winograd
+from . import blas, direct_conv, winograd
 from .registry import register
 from .scratch import scratch
 
@@ -186,6 +186,21 @@ def depthwise_kernel(taps: int, strides: tuple, bias: bool):
     return codecache.load(f"depthwise_{taps}taps", source), source
 
 
+def _then_epilogue(conv, epilogue, source=None):
+    """run(x, w, bias, y, extras) for a convolution `conv(x, w, bias, y)` that takes no
+    epilogue itself: into scratch, then the epilogue's loop into y."""
+    if epilogue is None:
+        def run(x, w, bias, y, extras=()):
+            conv(x, w, bias, y)
+    else:
+        def run(x, w, bias, y, extras=()):
+            product = scratch("conv_product", y.size, y.dtype).reshape(y.shape)
+            conv(x, w, bias, product)
+            epilogue.after(product, extras, y)
+    run.source = source
+    return run
+
+
 # How much im2col scratch several images may share: unrolled together, they take one
 # parallel region for the unrolling and one GEMM call (the threads taking whole images)
 # instead of one each per image.
@@ -245,18 +260,19 @@ class Conv(Op):
         cg, mg, ksize, p = c // group, m // group, int(np.prod(kernel)), int(np.prod(out))
         pointwise = ksize == 1 and all(s == 1 for s in strides) and not any(begin) and not any(end)
         depthwise = cg == 1 and group > 1 and len(kernel) <= 2 and not pointwise
+        w_static = ctx.inputs[1].value if ctx.inputs[1].static else None
+        if not half and direct_conv.worthwhile(dtype, group, kernel, strides, n, c, m, out):
+            hw, k2, out2, b2, e2, d2 = (to_3d(v, f)[1:] for v, f in (
+                (x_shape[2:], 1), (kernel, 1), (out, 1), (begin, 0), (end, 0), (dilations, 1)))
+            fused = epilogue is not None and epilogue.fits_direct()
+            direct = direct_conv.DirectConv(n, c, hw, m, k2, out2, b2, e2, d2, ctx.input(2) is not None,
+                                            weights=w_static, epilogue=epilogue if fused else None)
+            if fused:
+                return direct
+            return _then_epilogue(direct, epilogue, direct.source)
         if kernel == [3, 3] and strides == [1, 1] and dilations == [1, 1] and group == 1 and not half and \
                 winograd.worthwhile(n, c, m, out):
-            w_info = ctx.inputs[1]
-            wino = winograd.make(n, c, *x_shape[2:], m, out, begin, dtype, w_info.value if w_info.static else None)
-            if epilogue is None:
-                return lambda x, w, bias, y, extras=(): wino(x, w, bias, y)
-
-            def run_winograd(x, w, bias, y, extras=()):
-                product = scratch("conv_product", y.size, y.dtype).reshape(y.shape)
-                wino(x, w, bias, product)
-                epilogue.after(product, extras, y)
-            return run_winograd
+            return _then_epilogue(winograd.make(n, c, *x_shape[2:], m, out, begin, dtype, w_static), epilogue)
         # the epilogue rides on the GEMM's pieces where the convolution is plain GEMMs
         in_gemm = epilogue is not None and group == 1 and not depthwise and not half and \
             epilogue.fits_gemm(n if pointwise else 1, m, cg * ksize, p)

@@ -41,6 +41,7 @@ class Epilogue:
         self.source = self.loop.source
         self._gemm_kernel = None
         self.gemm_calls = 0       # how often the GEMM pieces took the epilogue (for tests)
+        self.direct_calls = 0     # how often a direct convolution did (ops/direct_conv.py)
         if all(pt is not None for pt in self.patterns):
             from ..codegen.cpu.gemm_epilogue import render_gemm_epilogue
             self.gemm_source = render_gemm_epilogue(program, product_at, self.patterns)
@@ -64,6 +65,12 @@ class Epilogue:
         """Whether the GEMM-with-epilogue kernel can take this product."""
         return all(pt is not None for pt in self.patterns) and m > 1 and p > 1 and \
             batch * m * k * p >= blas.SMALL and blas.ready(self.program.out_dtypes[0])
+
+    def fits_direct(self) -> bool:
+        """Whether ops/direct_conv.py can apply it as it copies its blocks out: every other
+        input full or broadcast along whole dims of (images, channels, pixels), float32."""
+        return all(pt is not None for pt in self.patterns) and \
+            all(np.dtype(t) == np.float32 for t in self.program.out_dtypes)
 
     def gemm_inputs(self, extras) -> list:
         """The extra inputs as 3-D (images, channels, pixels) arrays, 1 where they broadcast."""

@@ -1,0 +1,131 @@
+"""Source of a direct (implicit-GEMM) convolution kernel: see ops/direct_conv.py for the
+scheme. The GEMM is the micro-kernel's (microkernel.py); what follows each group of panels
+is generated here: the group's valid columns copied into the output with the bias added,
+or with a fused elementwise program (ops/fused_conv.py's epilogue: bias, scale and shift,
+residual Add, activation...) applied on the way, while the block is still in cache.
+
+The kernel's own names avoid the program's (x<k>, t<k>). The program's other inputs come as flat arrays of a (images, channels, pixels) view whose
+dims are full or 1 (broadcast), so the source depends on the broadcast patterns only.
+"""
+from __future__ import annotations
+
+from . import HEADER, Vectorizer, microkernel
+from ..elementwise import ScalarProgram
+
+_PAD = '''
+@njit(cache=True, nogil=True, parallel={parallel}, error_model="numpy")
+def pad(x, xpad, dims):
+    """xpad[img, c] = x[img, c] placed at (ph, pw) of an Hp x Wp plane of zeros; the tail past
+    each image's last plane (read only for dropped columns) zeroed too."""
+    n, C, H, W, Hp, Wp, ph, pw, stride = dims
+    for u in numba.prange(n * C):
+        img, c = u // C, u % C
+        base = img * stride + c * Hp * Wp
+        src = u * H * W
+        for r in range(Hp):
+            row = base + r * Wp
+            if r < ph or r >= ph + H:
+                for q in range(Wp):
+                    xpad[np.uint64(row + q)] = 0.0
+            else:
+                s = src + (r - ph) * W
+                for q in range(pw):
+                    xpad[np.uint64(row + q)] = 0.0
+                for q in range(W):
+                    xpad[np.uint64(row + pw + q)] = x[np.uint64(s + q)]
+                for q in range(pw + W, Wp):
+                    xpad[np.uint64(row + q)] = 0.0
+        if c == C - 1:
+            for q in range(base + Hp * Wp, (img + 1) * stride):
+                xpad[np.uint64(q)] = 0.0
+
+'''
+
+_PRODUCT = '''
+@njit(cache=True, nogil=True, parallel={parallel}, error_model="numpy")
+def kernel(xpad, packed, offs, blocks, bias, y, dims{extra_args}):
+    """y[img, m, i, j] = {what} of sum_k packed(m, k) xpad[img, offs[k] + i Wp + j]."""
+    n, M, K, kc_max, panels_per_image, stride, m_split, m_step, group, oh, ow, Wp = dims
+    parts = blocks.shape[0]
+    k_blocks, m_panels = packed.shape[0], packed.shape[1]
+    panels = n * panels_per_image
+    units = panels * m_split
+    ldc = blocks.shape[2]
+    panel_bytes = kc_max * MR * 4
+    a_base, o_base, x_base = packed.ctypes.data, offs.ctypes.data, xpad.ctypes.data
+    for part in numba.prange(parts):
+        lo, hi = part * units // parts, (part + 1) * units // parts
+        block = blocks[part]
+        c_base = block.ctypes.data
+        u = lo
+        while u < hi:
+            mc = u // panels
+            end = min(hi, u + group, (mc + 1) * panels)
+            m_lo, m_hi = mc * m_step, min(m_panels * MR, (mc + 1) * m_step)
+            for kb in range(k_blocks):
+                k0 = kb * kc_max
+                kc = min(kc_max, K - k0)
+                for q in range(u, end):
+                    pq = q % panels
+                    x_at = x_base + ((pq // panels_per_image) * stride + (pq % panels_per_image) * NR) * 4
+                    c_at = c_base + (q - u) * NR * 4
+                    for mp in range(m_lo // MR, m_hi // MR):
+                        _microkernel(kc, a_base + (kb * m_panels + mp) * panel_bytes, x_at, o_base + k0 * 8,
+                                     c_at + mp * MR * ldc * 4, ldc, kb)
+            # the group's valid columns into y, while the block is in cache
+            for q in range(u, end):
+                pq = q % panels
+                img, col = pq // panels_per_image, (pq % panels_per_image) * NR
+                i_lo, i_hi = col // Wp, min(oh, (col + NR - 1) // Wp + 1)
+                for m in range(m_lo, min(M, m_hi)):
+                    row = block[m]
+{per_channel}
+                    for i in range(i_lo, i_hi):
+                        j0 = max(col, i * Wp) - i * Wp
+                        j1 = min(col + NR, i * Wp + ow) - i * Wp
+                        dst = ((img * M + m) * oh + i) * ow
+                        src = (q - u) * NR + i * Wp - col
+{per_row}
+                        for j in range(j0, j1):
+{per_pixel}
+            u = end
+'''
+
+
+def render_direct_conv(tile: microkernel.Tile, parallel: bool, bias: bool,
+                       program: ScalarProgram | None = None, product_at: int = 0,
+                       patterns: list | None = None) -> str:
+    """Module source defining pad(x, xpad, dims) and kernel(xpad, packed, offs, blocks,
+    bias, y, dims, in...). Without a program: y = product (+ bias[m] with `bias`). With
+    one: y = program(product, in...), in j broadcast as patterns[j] = (varies along images,
+    channels, pixels) says; the bias argument is then unused."""
+    ind_c, ind_r, ind_p = " " * 20, " " * 24, " " * 28
+    if program is None:
+        per_channel = [ind_c + "bm = bias[m]"] if bias else []
+        per_row = []
+        plus = " + bm" if bias else ""
+        per_pixel = [ind_p + f"y[np.uint64(dst + j)] = row[np.uint64(src + j)]{plus}"]
+        extra_args, what = "", "bias[m] +" if bias else "the value"
+        header = HEADER
+    else:
+        rewrite = Vectorizer()
+        others = [j for j in range(len(program.inputs)) if j != product_at]
+        extra_args = "".join(f", in{j}" for j in others)
+        what = "the epilogue"
+        per_channel, per_row = [], []
+        per_pixel = [ind_p + f"{program.inputs[product_at]} = row[np.uint64(src + j)]"]
+        for j, (images, channels, pixels) in zip(others, patterns):
+            at = f"(({'img' if images else '0'} * {'M' if channels else '1'} + {'m' if channels else '0'})"
+            if pixels:   # varies along the pixels: one base per output row
+                per_row.append(ind_r + f"at{j} = {at} * oh + i) * ow")
+                per_pixel.append(ind_p + f"{program.inputs[j]} = in{j}[np.uint64(at{j} + j)]")
+            else:        # one value per channel (or for all)
+                per_channel.append(ind_c + f"{program.inputs[j]} = in{j}[np.uint64{at})]")
+        per_pixel += [ind_p + line for line in program.body_lines(compiled=True, rewrite_f32=rewrite)]
+        per_pixel.append(ind_p + f"y[np.uint64(dst + j)] = {program.outputs[0]}")
+        header = rewrite.header(program)
+    body = (_PAD + _PRODUCT).format(parallel=parallel, extra_args=extra_args, what=what,
+                                   per_channel="\n".join(per_channel) or ind_c + "pass",
+                                   per_row="\n".join(per_row) or ind_r + "pass",
+                                   per_pixel="\n".join(per_pixel))
+    return header + microkernel.source(tile) + body

@@ -1,0 +1,178 @@
+"""A float32 GEMM micro-kernel written as explicit vector IR (a Numba intrinsic).
+
+C[MR, NR] (+)= sum over k < kc of A[k, 0:MR] (outer) B_k[0:NR]
+
+A is packed k-major, MR values per k (a panel of weights, packed once per plan). Row k of
+B is read straight from memory at `x + offs[k]`: NR consecutive floats, no packing. That
+is what makes a convolution an implicit GEMM (ops/direct_conv.py): over a zero-padded
+image, tap (c, a, b) of NR consecutive output pixels reads NR consecutive input floats at
+one offset per tap. The MR x NR block of C stays in vector registers for the whole kc
+loop: each step loads NR/W vectors of B and broadcasts MR scalars of A into MR * NR/W
+fused multiply-adds.
+
+Why IR and not a Numba loop: LLVM keeps a Numba loop's scalar accumulators scalar (a 6x32
+block of them ran at 11 GFLOP/s on one core, docs/performance.md). This one measured
+107-113 GFLOP/s on one core of the 2-core AMD EPYC (AVX-512) with its operands in L1, for
+tiles 8x48, 12x32, 6x64 and 14x32 alike; OpenBLAS's whole GEMM gets 64-91 there.
+
+The tile suits the host: 8 x 48 (24 accumulators of 16 floats) with AVX-512's 32 vector
+registers, 4 x 24 (12 of 8) with AVX2's 16. Without either, none: callers keep their
+other paths.
+
+Each generated kernel module pastes `source(tile)`, which carries a hash of this file, so
+a change here changes the module's name and its kernels recompile (the disk cache keys on
+a module's own text, not on what it imports).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tile:
+    rows: int      # MR: rows of A (broadcast scalars)
+    vectors: int   # NR / lanes: vectors of B per step
+    lanes: int     # W: floats per vector
+
+    @property
+    def cols(self) -> int:   # NR
+        return self.vectors * self.lanes
+
+
+AVX512 = Tile(8, 3, 16)
+AVX2 = Tile(4, 3, 8)
+
+
+def _features() -> set:
+    """The CPU features Numba compiles for: NUMBA_CPU_FEATURES if set, else the host's."""
+    from numba.core import config
+    import llvmlite.binding as llvm
+    if config.CPU_FEATURES:
+        flags = config.CPU_FEATURES.split(",")
+    else:
+        flags = llvm.get_host_cpu_features().flatten().split(",")
+    return {f[1:] for f in flags if f.startswith("+")}
+
+
+@functools.lru_cache(maxsize=1)
+def host_tile() -> Tile | None:
+    """The tile for the CPU Numba compiles for; None without AVX2 and FMA (or when
+    ORTJIT_MICROKERNEL=0). Imports Numba."""
+    from ... import jit
+    jit.ready()
+    if os.environ.get("ORTJIT_MICROKERNEL", "1") == "0":
+        return None
+    features = _features()
+    if {"avx512f", "fma"} <= features:
+        return AVX512
+    if {"avx2", "fma"} <= features:
+        return AVX2
+    return None
+
+
+with open(__file__, "rb") as _f:
+    FILE_HASH = hashlib.sha256(_f.read()).hexdigest()[:16]
+
+
+def source(tile: Tile) -> str:
+    """Lines for a generated module: `_microkernel`, this tile's intrinsic."""
+    return (f"# micro-kernel: ortjit/codegen/cpu/microkernel.py {FILE_HASH}\n"
+            "from ortjit.codegen.cpu.microkernel import build as _build_microkernel\n"
+            f"_microkernel = _build_microkernel({tile.rows}, {tile.vectors}, {tile.lanes})\n"
+            f"MR, NR = {tile.rows}, {tile.cols}\n\n")
+
+
+@functools.lru_cache(maxsize=None)
+def build(rows: int, vectors: int, lanes: int):
+    """The intrinsic _microkernel(kc, a, x, offs, c, ldc, accumulate), all int64: a, x, offs
+    and c are addresses (A's packed panel, B's base, kc int64 offsets in floats, C's block),
+    ldc C's row stride in floats; accumulate != 0 adds to C, else overwrites it."""
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def microkernel(typingctx, kc, a, x, offs, c, ldc, accumulate):
+        sig = types.void(kc, a, x, offs, c, ldc, accumulate)
+
+        def codegen(context, builder, signature, args):
+            _emit(builder, args, rows, vectors, lanes, ir, cgutils)
+            return context.get_dummy_value()
+        return sig, codegen
+    return microkernel
+
+
+def _emit(builder, args, rows, vectors, lanes, ir, cgutils):
+    kc, a_addr, x_addr, offs_addr, c_addr, ldc, accumulate = args
+    f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
+    vec = ir.VectorType(f32, lanes)
+    vec_ptr = vec.as_pointer()
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
+                                         f"llvm.fma.v{lanes}f32")
+    a0 = builder.inttoptr(a_addr, f32.as_pointer())
+    x0 = builder.inttoptr(x_addr, f32.as_pointer())
+    c0 = builder.inttoptr(c_addr, f32.as_pointer())
+    offs0 = builder.inttoptr(offs_addr, i64.as_pointer())
+    zero = ir.Constant(vec, None)
+    splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+
+    def const(v):
+        return ir.Constant(i64, v)
+
+    entry, fn = builder.block, builder.function
+    loop, done = fn.append_basic_block("mk_loop"), fn.append_basic_block("mk_done")
+    builder.cbranch(builder.icmp_signed(">", kc, const(0)), loop, done)
+
+    # the k loop: accumulators are phis, so they live in registers throughout
+    builder.position_at_end(loop)
+    k = builder.phi(i64)
+    k.add_incoming(const(0), entry)
+    acc = [[builder.phi(vec) for _ in range(vectors)] for _ in range(rows)]
+    for row in acc:
+        for phi in row:
+            phi.add_incoming(zero, entry)
+    b_row = builder.gep(x0, [builder.load(builder.gep(offs0, [k]))])
+    b = [builder.load(builder.bitcast(builder.gep(b_row, [const(j * lanes)]), vec_ptr), align=4)
+         for j in range(vectors)]
+    a_k = builder.gep(a0, [builder.mul(k, const(rows))])
+    summed = []
+    for i in range(rows):
+        s = builder.load(builder.gep(a_k, [const(i)]))
+        s = builder.shuffle_vector(builder.insert_element(ir.Constant(vec, ir.Undefined), s, ir.Constant(i32, 0)),
+                                   ir.Constant(vec, ir.Undefined), splat)
+        summed.append([builder.call(fma, [s, b[j], acc[i][j]]) for j in range(vectors)])
+    k_next = builder.add(k, const(1))
+    body_end = builder.block
+    k.add_incoming(k_next, body_end)
+    for i in range(rows):
+        for j in range(vectors):
+            acc[i][j].add_incoming(summed[i][j], body_end)
+    builder.cbranch(builder.icmp_signed("<", k_next, kc), loop, done)
+
+    # the block of C: stored, or added to what is there
+    builder.position_at_end(done)
+    result = []
+    for i in range(rows):
+        row = []
+        for j in range(vectors):
+            phi = builder.phi(vec)
+            phi.add_incoming(zero, entry)
+            phi.add_incoming(summed[i][j], body_end)
+            row.append(phi)
+        result.append(row)
+    add, store, after = (fn.append_basic_block(n) for n in ("mk_add", "mk_store", "mk_after"))
+    builder.cbranch(builder.icmp_signed("!=", accumulate, ir.Constant(accumulate.type, 0)), add, store)
+    for block, adding in ((add, True), (store, False)):
+        builder.position_at_end(block)
+        for i in range(rows):
+            c_row = builder.gep(c0, [builder.mul(ldc, const(i))])
+            for j in range(vectors):
+                p = builder.bitcast(builder.gep(c_row, [const(j * lanes)]), vec_ptr)
+                v = builder.fadd(builder.load(p, align=4), result[i][j]) if adding else result[i][j]
+                builder.store(v, p, align=4)
+        builder.branch(after)
+    builder.position_at_end(after)
