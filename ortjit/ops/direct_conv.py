@@ -34,77 +34,117 @@ from . import blas, winograd
 from .scratch import scratch
 
 KC = 256      # rows of K per block: A's block (M x KC) stays in L2, a panel's input rows in L1
+KC_BY_CHANNELS = 128   # with the weights in the vectors, a block of them (KC x NR) stays in L1
 GROUP = 4     # panels computed together into a thread's block of C
 ENABLED = os.environ.get("ORTJIT_DIRECT_CONV", "1") != "0"
 
 
 def applicable(dtype, group: int, kernel: list, strides: list, n_spatial: int) -> bool:
-    """Whether this convolution can run here: float32, one group, stride 1, 1-D or 2-D, a
-    kernel wider than one tap, and a CPU with a micro-kernel."""
+    """Whether this convolution can run here: float32, one group, stride 1, 1-D or 2-D, and
+    a CPU with a micro-kernel."""
     return ENABLED and np.dtype(dtype) == np.float32 and group == 1 and n_spatial <= 2 and \
-        all(s == 1 for s in strides) and int(np.prod(kernel)) > 1 and blas.threaded() and \
-        microkernel.host_tile() is not None
+        all(s == 1 for s in strides) and blas.threaded() and microkernel.host_tile() is not None
 
 
 def worthwhile(dtype, group, kernel, strides, n, c, m, out) -> bool:
-    """Direct unless Winograd applies and the channels are many (Winograd's GEMMs then
-    dominate and it does 2.25x fewer multiplications)."""
+    """Direct unless Winograd applies with 128 input channels or more and 64 outputs or
+    more: its GEMMs then dominate and it does 2.25x fewer multiplications. Below, or with
+    few output channels (a skinny GEMM per tile plane: DenseNet's 128 -> 32), direct wins."""
     if not applicable(dtype, group, kernel, strides, len(out)):
         return False
+    if int(np.prod(kernel)) == 1:
+        # 1x1: one GEMM either way. Alone, direct (reading the input in place) measured
+        # 0.76-0.98x of OpenBLAS's from 27x27 images at batch 1, but 1.05-1.43x on 14x14
+        # and 7x7 with 256-2048 channels and 1.17x at batch 8; inside ResNet-50 even its
+        # 56x56 ones ran 1.2-1.4x slower (docs/performance.md). Kept on OpenBLAS.
+        return False
     winograd_case = list(kernel) == [3, 3] and winograd.worthwhile(n, c, m, out)
-    return not (winograd_case and c >= 256)
+    return not (winograd_case and c >= 128 and m >= 64)
 
 
-def _pack(w2: np.ndarray, tile, kc_max: int) -> np.ndarray:
-    """W as (M, K) -> (K blocks, M panels, kc_max, MR): each panel's MR weights per k
+def _pack(w2: np.ndarray, rows: int, kc_max: int) -> np.ndarray:
+    """W as (M, K) -> (K blocks, M panels, kc_max, rows): each panel's `rows` weights per k
     contiguous, zero rows past M and zero k past K."""
     m, k = w2.shape
-    mr = tile.rows
-    m_panels, k_blocks = -(-m // mr), -(-k // kc_max)
-    padded = np.zeros((m_panels * mr, k_blocks * kc_max), np.float32)
+    m_panels, k_blocks = -(-m // rows), -(-k // kc_max)
+    padded = np.zeros((m_panels * rows, k_blocks * kc_max), np.float32)
     padded[:m, :k] = w2
-    return np.ascontiguousarray(padded.reshape(m_panels, mr, k_blocks, kc_max).transpose(2, 0, 3, 1))
+    return np.ascontiguousarray(padded.reshape(m_panels, rows, k_blocks, kc_max).transpose(2, 0, 3, 1))
+
+
+def _efficiency(used_pixels, pixels, pixel_step, m, m_step) -> float:
+    """The share of a layout's multiply-adds that make output: pixels and channels are
+    computed in whole steps (panels), and the padded width's extra columns are dropped."""
+    return used_pixels / (-(-pixels // pixel_step) * pixel_step) * m / (-(-m // m_step) * m_step)
+
+
+LAYOUT = None   # "pixels" or "channels" to force one (experiments, tests); None: by efficiency
 
 
 class DirectConv:
     """run(x, w, bias, y, extras) for one Conv's shapes; `weights` given (a static W) packs
     it now. With an `epilogue` (ops/fused_conv.py: one whose inputs all fit its GEMM form),
     y gets the epilogue of the convolution and `extras`, applied as each block is copied
-    out; the bias is then part of the epilogue, not an argument."""
+    out; the bias is then part of the epilogue, not an argument.
+
+    Two layouts of the micro-kernel's block: NR pixels in the vectors and MR output
+    channels broadcast, or (by_channels) MR pixels broadcast and NR channels in the
+    vectors. Both compute whole panels; on small images the first wastes much of its last
+    panel per image (6x6 at a padded width of 10: 60 columns in 96), so the second is taken
+    where it wastes markedly less. Where the two are close (13x13: 195 columns in 240
+    against 198), the first measured faster."""
 
     def __init__(self, n, c, in_hw, m, kernel, out, begin, end, dilations, has_bias, weights=None, epilogue=None):
-        self.tile = tile = microkernel.host_tile()
         (h, w), (kh, kw), (oh, ow) = in_hw, kernel, out
         (ph, pw), (dh, dw) = begin, dilations
         hp, wp = h + begin[0] + end[0], w + begin[1] + end[1]
         k = c * kh * kw
-        self.m, self.k, self.kc = m, k, min(k, KC)
-        nr = tile.cols
-        panels_per_image = -(-oh * wp // nr)
+        by_pixels, by_channels = microkernel.host_tile(), microkernel.host_tile(by_channels=True)
+        self.by_channels = LAYOUT == "channels" or LAYOUT is None and \
+            _efficiency(oh * ow, oh * wp, by_channels.rows, m, by_channels.cols) > \
+            1.3 * _efficiency(oh * ow, oh * wp, by_pixels.cols, m, by_pixels.rows)
+        self.tile = tile = by_channels if self.by_channels else by_pixels
+        self.m, self.k, self.kc = m, k, min(k, KC_BY_CHANNELS if self.by_channels else KC)
+        pixel_step = tile.rows if self.by_channels else tile.cols
         # each image's padded planes, then room for the dropped columns' reads past them
-        stride = -(-(c * hp * wp + (kw - 1) * dw + nr) // 16) * 16
+        stride = -(-(c * hp * wp + (kw - 1) * dw + pixel_step) // 16) * 16
         self.pad_dims = (n, c, h, w, hp, wp, ph, pw, stride)
         self.xpad_size = n * stride
         cc, a, b = np.meshgrid(np.arange(c), np.arange(kh) * dh, np.arange(kw) * dw, indexing="ij")
         self.offs = (cc * hp * wp + a * wp + b).reshape(-1).astype(np.int64)
-        m_panels = -(-m // tile.rows)
-        self.m_panels = m_panels
-        # share out the output channels too when there are fewer than 4 panels per thread
         parts = jit.max_threads()
-        m_split = 1
-        while n * panels_per_image * m_split < 4 * parts and m_panels >= 2 * m_split:
-            m_split *= 2
-        m_step = -(-m_panels // m_split) * tile.rows
-        self.dims = (n, m, k, self.kc, panels_per_image, stride, m_split, m_step, GROUP, oh, ow, wp)
-        self.packed = None if weights is None else _pack(np.asarray(weights, np.float32).reshape(m, k), tile, self.kc)
+        pixel_panels = -(-oh * wp // pixel_step)
+        if self.by_channels:
+            c_panels = -(-m // tile.cols)
+            # a group of pixel panels shares each weight panel while it is in L1; the
+            # group's block of C (group x MR x NR floats) stays within 48 KiB
+            groups = -(-pixel_panels // max(1, 12288 // (tile.rows * tile.cols)))
+            while groups < pixel_panels and n * groups * c_panels < 4 * parts:   # work for every thread
+                groups += 1
+            group = -(-pixel_panels // groups)   # groups of (nearly) equal size
+            self.dims = (n, m, k, self.kc, pixel_panels, stride, -(-pixel_panels // group), group, oh, ow, wp)
+            self.block_shape = (group * tile.rows * tile.cols,)
+            packed_rows = tile.cols
+        else:
+            m_panels = -(-m // tile.rows)
+            # share out the output channels too when there are fewer than 4 panels per thread
+            m_split = 1
+            while n * pixel_panels * m_split < 4 * parts and m_panels >= 2 * m_split:
+                m_split *= 2
+            m_step = -(-m_panels // m_split) * tile.rows
+            self.dims = (n, m, k, self.kc, pixel_panels, stride, m_split, m_step, GROUP, oh, ow, wp)
+            self.block_shape = (m_panels * tile.rows, GROUP * tile.cols)
+            packed_rows = tile.rows
+        self.packed_rows = packed_rows
+        self.packed = None if weights is None else \
+            _pack(np.asarray(weights, np.float32).reshape(m, k), packed_rows, self.kc)
         self.zero_bias = np.zeros(m, np.float32)
-        self.has_bias = has_bias
         self.epilogue = epilogue
         if epilogue is None:
-            self.source = render_direct_conv(tile, blas.threaded(), has_bias)
+            self.source = render_direct_conv(tile, blas.threaded(), has_bias, by_channels=self.by_channels)
         else:
             self.source = render_direct_conv(tile, blas.threaded(), False, epilogue.program,
-                                             epilogue.product_at, epilogue.patterns)
+                                             epilogue.product_at, epilogue.patterns, by_channels=self.by_channels)
         self._kernels = None
 
     def __call__(self, x, w, bias, y, extras=()):
@@ -113,11 +153,11 @@ class DirectConv:
                              codecache.load("direct_conv", self.source, attr="kernel"))
         pad, kernel = self._kernels
         packed = self.packed if self.packed is not None else \
-            _pack(np.asarray(w, np.float32).reshape(self.m, self.k), self.tile, self.kc)
+            _pack(np.asarray(w, np.float32).reshape(self.m, self.k), self.packed_rows, self.kc)
         parts = numba.get_num_threads()
+        blocks = scratch("direct_conv_blocks", parts * int(np.prod(self.block_shape)),
+                         np.float32).reshape(parts, *self.block_shape)
         xpad = scratch("direct_conv_input", self.xpad_size, np.float32)
-        blocks = scratch("direct_conv_blocks", parts * self.m_panels * self.tile.rows * GROUP * self.tile.cols,
-                         np.float32).reshape(parts, self.m_panels * self.tile.rows, GROUP * self.tile.cols)
         pad(np.ascontiguousarray(x).reshape(-1), xpad, self.pad_dims)
         out = y if y.flags.c_contiguous else np.empty(y.shape, np.float32)
         ins = []

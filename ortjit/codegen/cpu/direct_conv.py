@@ -91,20 +91,66 @@ def kernel(xpad, packed, offs, blocks, bias, y, dims{extra_args}):
             u = end
 '''
 
+_PRODUCT_BY_CHANNELS = '''
+@njit(cache=True, nogil=True, parallel={parallel}, error_model="numpy")
+def kernel(xpad, packed, offs, blocks, bias, y, dims{extra_args}):
+    """y[img, m, i, j] = {what} of sum_k packed(m, k) xpad[img, offs[k] + i Wp + j], with
+    MR pixels broadcast and NR output channels in the vectors."""
+    n, M, K, kc_max, pixel_panels, stride, pixel_groups, group, oh, ow, Wp = dims
+    parts = blocks.shape[0]
+    k_blocks, c_panels = packed.shape[0], packed.shape[1]
+    units = n * pixel_groups * c_panels
+    panel_bytes = kc_max * NR * 4
+    w_base, o_base, x_base = packed.ctypes.data, offs.ctypes.data, xpad.ctypes.data
+    for part in numba.prange(parts):
+        lo, hi = part * units // parts, (part + 1) * units // parts
+        block = blocks[part]
+        c_base = block.ctypes.data
+        for u in range(lo, hi):
+            # consecutive units: the same pixels, the next output channels
+            cp, rest = u % c_panels, u // c_panels
+            img, pg = rest // pixel_groups, rest % pixel_groups
+            q_lo, q_hi = pg * group, min(pixel_panels, (pg + 1) * group)
+            x_at = x_base + img * stride * 4
+            for kb in range(k_blocks):
+                k0 = kb * kc_max
+                kc = min(kc_max, K - k0)
+                w_at = w_base + (kb * c_panels + cp) * panel_bytes
+                for q in range(q_lo, q_hi):
+                    _microkernel(kc, x_at + q * MR * 4, w_at, o_base + k0 * 8,
+                                 c_base + (q - q_lo) * MR * NR * 4, NR, kb)
+            # the block's valid pixels into y, while it is in cache
+            p_lo, p_hi = q_lo * MR, q_hi * MR
+            i_lo, i_hi = p_lo // Wp, min(oh, (p_hi - 1) // Wp + 1)
+            for m in range(cp * NR, min(M, (cp + 1) * NR)):
+{per_channel}
+                for i in range(i_lo, i_hi):
+                    j0 = max(p_lo, i * Wp) - i * Wp
+                    j1 = min(p_hi, i * Wp + ow) - i * Wp
+                    dst = ((img * M + m) * oh + i) * ow
+                    src = (i * Wp - p_lo) * NR + m - cp * NR
+{per_row}
+                    for j in range(j0, j1):
+{per_pixel}
+'''
+
 
 def render_direct_conv(tile: microkernel.Tile, parallel: bool, bias: bool,
                        program: ScalarProgram | None = None, product_at: int = 0,
-                       patterns: list | None = None) -> str:
+                       patterns: list | None = None, by_channels: bool = False) -> str:
     """Module source defining pad(x, xpad, dims) and kernel(xpad, packed, offs, blocks,
     bias, y, dims, in...). Without a program: y = product (+ bias[m] with `bias`). With
     one: y = program(product, in...), in j broadcast as patterns[j] = (varies along images,
-    channels, pixels) says; the bias argument is then unused."""
-    ind_c, ind_r, ind_p = " " * 20, " " * 24, " " * 28
+    channels, pixels) says; the bias argument is then unused. by_channels: the layout
+    with pixels broadcast and output channels in the vectors (tile from
+    microkernel.host_tile(by_channels=True))."""
+    ind_c, ind_r, ind_p = (" " * (k - (4 if by_channels else 0)) for k in (20, 24, 28))
+    product = "block[np.uint64(src + j * NR)]" if by_channels else "row[np.uint64(src + j)]"
     if program is None:
         per_channel = [ind_c + "bm = bias[m]"] if bias else []
         per_row = []
         plus = " + bm" if bias else ""
-        per_pixel = [ind_p + f"y[np.uint64(dst + j)] = row[np.uint64(src + j)]{plus}"]
+        per_pixel = [ind_p + f"y[np.uint64(dst + j)] = {product}{plus}"]
         extra_args, what = "", "bias[m] +" if bias else "the value"
         header = HEADER
     else:
@@ -113,7 +159,7 @@ def render_direct_conv(tile: microkernel.Tile, parallel: bool, bias: bool,
         extra_args = "".join(f", in{j}" for j in others)
         what = "the epilogue"
         per_channel, per_row = [], []
-        per_pixel = [ind_p + f"{program.inputs[product_at]} = row[np.uint64(src + j)]"]
+        per_pixel = [ind_p + f"{program.inputs[product_at]} = {product}"]
         for j, (images, channels, pixels) in zip(others, patterns):
             at = f"(({'img' if images else '0'} * {'M' if channels else '1'} + {'m' if channels else '0'})"
             if pixels:   # varies along the pixels: one base per output row
@@ -124,8 +170,8 @@ def render_direct_conv(tile: microkernel.Tile, parallel: bool, bias: bool,
         per_pixel += [ind_p + line for line in program.body_lines(compiled=True, rewrite_f32=rewrite)]
         per_pixel.append(ind_p + f"y[np.uint64(dst + j)] = {program.outputs[0]}")
         header = rewrite.header(program)
-    body = (_PAD + _PRODUCT).format(parallel=parallel, extra_args=extra_args, what=what,
+    body = (_PAD + (_PRODUCT_BY_CHANNELS if by_channels else _PRODUCT)).format(parallel=parallel, extra_args=extra_args, what=what,
                                    per_channel="\n".join(per_channel) or ind_c + "pass",
                                    per_row="\n".join(per_row) or ind_r + "pass",
                                    per_pixel="\n".join(per_pixel))
-    return header + microkernel.source(tile) + body
+    return header + microkernel.source(tile, a_offsets=by_channels) + body

@@ -1,0 +1,160 @@
+"""Direct convolutions (ops/direct_conv.py) on our own micro-kernel (codegen/cpu/microkernel.py):
+the micro-kernel against numpy, and whole convolutions against the oracle over shapes,
+padding, dilation, both block layouts and fused epilogues."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import helper
+
+import onnxruntime as ort
+from tests.util import make_model, reference
+
+from ortjit.ops import blas, direct_conv
+from ortjit.codegen.cpu import microkernel
+
+needs_microkernel = pytest.mark.skipif(
+    not (blas.threaded() and microkernel.host_tile() is not None),
+    reason="direct convolutions need Numba's threads and a CPU with AVX2 and FMA")
+
+
+def calls_into_direct_conv(monkeypatch) -> list:
+    """Records each DirectConv made (its layout), so a test knows the path ran."""
+    made = []
+    original = direct_conv.DirectConv.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        made.append("channels" if self.by_channels else "pixels")
+    monkeypatch.setattr(direct_conv.DirectConv, "__init__", spy)
+    return made
+
+
+@needs_microkernel
+@pytest.mark.parametrize("a_offsets", [False, True])
+def test_microkernel_block_is_the_product_and_accumulates(a_offsets):
+    from numba import njit
+    tile = microkernel.host_tile(by_channels=a_offsets)
+    mr, nr = tile.rows, tile.cols
+    kernel = microkernel.build(tile.rows, tile.vectors, tile.lanes, a_offsets)
+
+    @njit
+    def run(kc, a, b, offs, c, accumulate):
+        kernel(kc, a.ctypes.data, b.ctypes.data, offs.ctypes.data, c.ctypes.data, c.shape[1], accumulate)
+
+    rng = np.random.default_rng(0)
+    kc = 37
+    # B's rows (or A's values) at scattered offsets, as a convolution's taps read them
+    offs = rng.permutation(kc * 3)[:kc].astype(np.int64) * (nr if not a_offsets else mr)
+    source = rng.standard_normal(int(offs.max()) + max(mr, nr)).astype(np.float32)
+    if a_offsets:
+        a_rows = np.stack([source[o:o + mr] for o in offs])          # (kc, MR)
+        packed_b = rng.standard_normal((kc, nr)).astype(np.float32)
+        a, b, expect = source, packed_b, a_rows.T.astype(np.float64) @ packed_b
+    else:
+        packed_a = rng.standard_normal((kc, mr)).astype(np.float32)
+        b_rows = np.stack([source[o:o + nr] for o in offs])          # (kc, NR)
+        a, b, expect = packed_a, source, packed_a.T.astype(np.float64) @ b_rows
+    c = np.full((mr, nr + 5), np.nan, np.float32)   # a wider row stride than the block
+    run(kc, a, b, offs, c, 0)
+    np.testing.assert_allclose(c[:, :nr], expect, rtol=1e-5, atol=1e-4)
+    assert np.isnan(c[:, nr:]).all()                # nothing written past the block
+    run(kc, a, b, offs, c, 1)
+    np.testing.assert_allclose(c[:, :nr], 2 * expect, rtol=1e-5, atol=1e-4)
+    run(0, a, b, offs, c, 0)                        # an empty sum stores zeros
+    assert (c[:, :nr] == 0).all()
+
+
+def conv_model(x_shape, w_shape, attrs, bias, static_w, tail):
+    rng = np.random.default_rng(sum(x_shape) + sum(w_shape))
+    w = (rng.standard_normal(w_shape) * 0.3).astype(np.float32)
+    inputs = {"x": rng.standard_normal(x_shape).astype(np.float32)}
+    inits = {}
+    (inits if static_w else inputs)["w"] = w
+    names = ["x", "w"]
+    if bias:
+        inits["b"] = rng.standard_normal(w_shape[0]).astype(np.float32)
+        names.append("b")
+    nodes = [helper.make_node("Conv", names, ["y" if tail else "out"], **attrs)]
+    if tail == "relu":
+        nodes.append(helper.make_node("Relu", ["y"], ["out"]))
+    elif tail == "residual":   # an input of the output's shape, added per pixel
+        model_out = reference(make_model(nodes, inputs, ["y"], inits), inputs)[0]
+        inputs["r"] = rng.standard_normal(model_out.shape).astype(np.float32)
+        nodes += [helper.make_node("Add", ["y", "r"], ["s"]), helper.make_node("Relu", ["s"], ["out"])]
+    elif tail == "per_channel":
+        inits["k"] = rng.standard_normal((w_shape[0], 1) + (1,) * (len(x_shape) - 3)).astype(np.float32)
+        nodes += [helper.make_node("Mul", ["y", "k"], ["s"]), helper.make_node("Tanh", ["s"], ["out"])]
+    return make_model(nodes, inputs, ["out"], inits), inputs
+
+
+@needs_microkernel
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 3), c=st.integers(1, 40), m=st.integers(1, 70), h=st.integers(1, 17), w=st.integers(1, 23),
+       kh=st.integers(1, 5), kw=st.integers(1, 5), dilation=st.integers(1, 2), pads=st.lists(st.integers(0, 3), min_size=4, max_size=4),
+       bias=st.booleans(), static_w=st.booleans(), layout=st.sampled_from(["pixels", "channels"]),
+       tail=st.sampled_from([None, "relu", "residual", "per_channel"]), data=st.data())
+def test_property_direct_conv_matches_the_oracle(n, c, m, h, w, kh, kw, dilation, pads, bias, static_w, layout,
+                                                 tail, data):
+    if kh * kw == 1:
+        kh = 3   # 1x1 convolutions stay on the BLAS
+    h = max(h, (kh - 1) * dilation + 1 - pads[0] - pads[2])   # the window fits
+    w = max(w, (kw - 1) * dilation + 1 - pads[1] - pads[3])
+    one_d = data.draw(st.booleans()) and kh == 1
+    if one_d:
+        x_shape, w_shape = (n, c, w), (m, c, kw)
+        attrs = dict(pads=[pads[1], pads[3]], dilations=[dilation])
+    else:
+        x_shape, w_shape = (n, c, h, w), (m, c, kh, kw)
+        attrs = dict(pads=pads, dilations=[dilation, dilation])
+    if not static_w and tail is not None:
+        tail = None
+    model, feed = conv_model(x_shape, w_shape, attrs, bias, static_w, tail)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(direct_conv, "LAYOUT", layout)
+        made = calls_into_direct_conv(monkeypatch)
+        got = ort.InferenceSession(model.SerializeToString()).run(None, feed)[0]
+    expect = reference(model, feed)[0]
+    assert got.shape == expect.shape
+    np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(expect).max())))
+    assert made == [layout]
+
+
+@needs_microkernel
+def test_layout_follows_the_waste_of_the_last_panel():
+    def layout(c, hw, m, k):
+        p = k // 2
+        d = direct_conv.DirectConv(1, c, [hw, hw], m, [k, k], [hw, hw], [p, p], [p, p], [1, 1], False)
+        return "channels" if d.by_channels else "pixels"
+    assert layout(64, 56, 64, 3) == "pixels"      # 56 rows of 58: little waste either way
+    assert layout(48, 6, 128, 5) == "channels"    # 6 rows of 10: 96 columns in pixel panels, 60 in channel ones
+    assert layout(128, 6, 32, 5) == "pixels"      # 32 channels would fill half of a 64-channel panel
+
+
+@needs_microkernel
+def test_winograd_keeps_wide_3x3_convolutions_and_direct_takes_narrow_ones():
+    f32 = np.float32
+    assert direct_conv.worthwhile(f32, 1, [3, 3], [1, 1], 1, 64, 64, [56, 56])
+    assert direct_conv.worthwhile(f32, 1, [3, 3], [1, 1], 1, 128, 32, [56, 56])   # DenseNet's 128 -> 32
+    assert direct_conv.worthwhile(f32, 1, [5, 5], [1, 1], 1, 32, 96, [27, 27])
+    assert not direct_conv.worthwhile(f32, 1, [3, 3], [1, 1], 1, 256, 256, [14, 14])   # Winograd
+    assert not direct_conv.worthwhile(f32, 1, [1, 1], [1, 1], 1, 64, 256, [56, 56])    # one GEMM on the BLAS
+    assert not direct_conv.worthwhile(f32, 1, [3, 3], [2, 2], 1, 64, 64, [28, 28])     # stride 2: im2col
+    assert not direct_conv.worthwhile(f32, 2, [3, 3], [1, 1], 1, 64, 64, [28, 28])     # groups
+    assert not direct_conv.worthwhile(np.float64, 1, [3, 3], [1, 1], 1, 64, 64, [28, 28])
+
+
+@needs_microkernel
+def test_session_keeps_working_after_a_bad_feed_and_with_other_batch_sizes(monkeypatch):
+    made = calls_into_direct_conv(monkeypatch)
+    model, feed = conv_model((2, 8, 12, 12), (16, 8, 3, 3), dict(pads=[1, 1, 1, 1]), True, True, "relu")
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    sess = ort.InferenceSession(model.SerializeToString())
+    with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument):
+        sess.run(None, {"x": feed["x"][:, :5]})
+    for batch in (2, 1, 3):
+        x = np.resize(feed["x"], (batch, 8, 12, 12)).astype(np.float32)
+        np.testing.assert_allclose(sess.run(None, {"x": x})[0], reference(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+    assert len(made) == 3   # one plan per batch size
