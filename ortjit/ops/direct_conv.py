@@ -29,7 +29,7 @@ import numpy as np
 from .. import codecache, jit
 from ..jit import numba   # imported when the first kernel is (jit.py)
 from ..codegen.cpu import microkernel
-from ..codegen.cpu.direct_conv import render_direct_conv
+from ..codegen.cpu.direct_conv import render_direct_conv, render_pad
 from . import blas, winograd
 from .scratch import scratch
 
@@ -149,8 +149,8 @@ class DirectConv:
 
     def __call__(self, x, w, bias, y, extras=()):
         if self._kernels is None:
-            self._kernels = (codecache.load("direct_conv", self.source, attr="pad"),
-                             codecache.load("direct_conv", self.source, attr="kernel"))
+            self._kernels = (codecache.load("direct_conv_pad", render_pad(blas.threaded()), attr="pad"),
+                             codecache.load("direct_conv", self.source))
         pad, kernel = self._kernels
         packed = self.packed if self.packed is not None else \
             _pack(np.asarray(w, np.float32).reshape(self.m, self.k), self.packed_rows, self.kc)

@@ -42,9 +42,10 @@ def pad(x, xpad, dims):
 '''
 
 _PRODUCT = '''
-@njit(cache=True, nogil=True, parallel={parallel}, error_model="numpy")
-def kernel(xpad, packed, offs, blocks, bias, y, dims{extra_args}):
-    """y[img, m, i, j] = {what} of sum_k packed(m, k) xpad[img, offs[k] + i Wp + j]."""
+@njit(cache=True, nogil=True, error_model="numpy")
+def work(part, xpad, packed, offs, blocks, bias, y, dims{extra_args}):
+    """Thread `part`'s share of kernel()'s units: NR pixels in the vectors, MR output
+    channels broadcast."""
     n, M, K, kc_max, panels_per_image, stride, m_split, m_step, group, oh, ow, Wp = dims
     parts = blocks.shape[0]
     k_blocks, m_panels = packed.shape[0], packed.shape[1]
@@ -53,98 +54,109 @@ def kernel(xpad, packed, offs, blocks, bias, y, dims{extra_args}):
     ldc = blocks.shape[2]
     panel_bytes = kc_max * MR * 4
     a_base, o_base, x_base = packed.ctypes.data, offs.ctypes.data, xpad.ctypes.data
-    for part in numba.prange(parts):
-        lo, hi = part * units // parts, (part + 1) * units // parts
-        block = blocks[part]
-        c_base = block.ctypes.data
-        u = lo
-        while u < hi:
-            mc = u // panels
-            end = min(hi, u + group, (mc + 1) * panels)
-            m_lo, m_hi = mc * m_step, min(m_panels * MR, (mc + 1) * m_step)
-            for kb in range(k_blocks):
-                k0 = kb * kc_max
-                kc = min(kc_max, K - k0)
-                for q in range(u, end):
-                    pq = q % panels
-                    x_at = x_base + ((pq // panels_per_image) * stride + (pq % panels_per_image) * NR) * 4
-                    c_at = c_base + (q - u) * NR * 4
-                    for mp in range(m_lo // MR, m_hi // MR):
-                        _microkernel(kc, a_base + (kb * m_panels + mp) * panel_bytes, x_at, o_base + k0 * 8,
-                                     c_at + mp * MR * ldc * 4, ldc, kb)
-            # the group's valid columns into y, while the block is in cache
+    lo, hi = part * units // parts, (part + 1) * units // parts
+    block = blocks[part]
+    c_base = block.ctypes.data
+    u = lo
+    while u < hi:
+        mc = u // panels
+        end = min(hi, u + group, (mc + 1) * panels)
+        m_lo, m_hi = mc * m_step, min(m_panels * MR, (mc + 1) * m_step)
+        for kb in range(k_blocks):
+            k0 = kb * kc_max
+            kc = min(kc_max, K - k0)
             for q in range(u, end):
                 pq = q % panels
-                img, col = pq // panels_per_image, (pq % panels_per_image) * NR
-                i_lo, i_hi = col // Wp, min(oh, (col + NR - 1) // Wp + 1)
-                for m in range(m_lo, min(M, m_hi)):
-                    row = block[m]
+                x_at = x_base + ((pq // panels_per_image) * stride + (pq % panels_per_image) * NR) * 4
+                c_at = c_base + (q - u) * NR * 4
+                for mp in range(m_lo // MR, m_hi // MR):
+                    _microkernel(kc, a_base + (kb * m_panels + mp) * panel_bytes, x_at, o_base + k0 * 8,
+                                 c_at + mp * MR * ldc * 4, ldc, kb)
+        # the group's valid columns into y, while the block is in cache
+        for q in range(u, end):
+            pq = q % panels
+            img, col = pq // panels_per_image, (pq % panels_per_image) * NR
+            i_lo, i_hi = col // Wp, min(oh, (col + NR - 1) // Wp + 1)
+            for m in range(m_lo, min(M, m_hi)):
+                row = block[m]
 {per_channel}
-                    for i in range(i_lo, i_hi):
-                        j0 = max(col, i * Wp) - i * Wp
-                        j1 = min(col + NR, i * Wp + ow) - i * Wp
-                        dst = ((img * M + m) * oh + i) * ow
-                        src = (q - u) * NR + i * Wp - col
+                for i in range(i_lo, i_hi):
+                    j0 = max(col, i * Wp) - i * Wp
+                    j1 = min(col + NR, i * Wp + ow) - i * Wp
+                    dst = ((img * M + m) * oh + i) * ow
+                    src = (q - u) * NR + i * Wp - col
 {per_row}
-                        for j in range(j0, j1):
+                    for j in range(j0, j1):
 {per_pixel}
-            u = end
+        u = end
 '''
 
 _PRODUCT_BY_CHANNELS = '''
-@njit(cache=True, nogil=True, parallel={parallel}, error_model="numpy")
-def kernel(xpad, packed, offs, blocks, bias, y, dims{extra_args}):
-    """y[img, m, i, j] = {what} of sum_k packed(m, k) xpad[img, offs[k] + i Wp + j], with
-    MR pixels broadcast and NR output channels in the vectors."""
+@njit(cache=True, nogil=True, error_model="numpy")
+def work(part, xpad, packed, offs, blocks, bias, y, dims{extra_args}):
+    """Thread `part`'s share of kernel()'s units: MR pixels broadcast, NR output channels
+    in the vectors."""
     n, M, K, kc_max, pixel_panels, stride, pixel_groups, group, oh, ow, Wp = dims
     parts = blocks.shape[0]
     k_blocks, c_panels = packed.shape[0], packed.shape[1]
     units = n * pixel_groups * c_panels
     panel_bytes = kc_max * NR * 4
     w_base, o_base, x_base = packed.ctypes.data, offs.ctypes.data, xpad.ctypes.data
-    for part in numba.prange(parts):
-        lo, hi = part * units // parts, (part + 1) * units // parts
-        block = blocks[part]
-        c_base = block.ctypes.data
-        for u in range(lo, hi):
-            # consecutive units: the same pixels, the next output channels
-            cp, rest = u % c_panels, u // c_panels
-            img, pg = rest // pixel_groups, rest % pixel_groups
-            q_lo, q_hi = pg * group, min(pixel_panels, (pg + 1) * group)
-            x_at = x_base + img * stride * 4
-            for kb in range(k_blocks):
-                k0 = kb * kc_max
-                kc = min(kc_max, K - k0)
-                w_at = w_base + (kb * c_panels + cp) * panel_bytes
-                for q in range(q_lo, q_hi):
-                    _microkernel(kc, x_at + q * MR * 4, w_at, o_base + k0 * 8,
-                                 c_base + (q - q_lo) * MR * NR * 4, NR, kb)
-            # the block's valid pixels into y, while it is in cache
-            p_lo, p_hi = q_lo * MR, q_hi * MR
-            i_lo, i_hi = p_lo // Wp, min(oh, (p_hi - 1) // Wp + 1)
-            for m in range(cp * NR, min(M, (cp + 1) * NR)):
+    lo, hi = part * units // parts, (part + 1) * units // parts
+    block = blocks[part]
+    c_base = block.ctypes.data
+    for u in range(lo, hi):
+        # consecutive units: the same pixels, the next output channels
+        cp, rest = u % c_panels, u // c_panels
+        img, pg = rest // pixel_groups, rest % pixel_groups
+        q_lo, q_hi = pg * group, min(pixel_panels, (pg + 1) * group)
+        x_at = x_base + img * stride * 4
+        for kb in range(k_blocks):
+            k0 = kb * kc_max
+            kc = min(kc_max, K - k0)
+            w_at = w_base + (kb * c_panels + cp) * panel_bytes
+            for q in range(q_lo, q_hi):
+                _microkernel(kc, x_at + q * MR * 4, w_at, o_base + k0 * 8,
+                             c_base + (q - q_lo) * MR * NR * 4, NR, kb)
+        # the block's valid pixels into y, while it is in cache
+        p_lo, p_hi = q_lo * MR, q_hi * MR
+        i_lo, i_hi = p_lo // Wp, min(oh, (p_hi - 1) // Wp + 1)
+        for m in range(cp * NR, min(M, (cp + 1) * NR)):
 {per_channel}
-                for i in range(i_lo, i_hi):
-                    j0 = max(p_lo, i * Wp) - i * Wp
-                    j1 = min(p_hi, i * Wp + ow) - i * Wp
-                    dst = ((img * M + m) * oh + i) * ow
-                    src = (i * Wp - p_lo) * NR + m - cp * NR
+            for i in range(i_lo, i_hi):
+                j0 = max(p_lo, i * Wp) - i * Wp
+                j1 = min(p_hi, i * Wp + ow) - i * Wp
+                dst = ((img * M + m) * oh + i) * ow
+                src = (i * Wp - p_lo) * NR + m - cp * NR
 {per_row}
-                    for j in range(j0, j1):
+                for j in range(j0, j1):
 {per_pixel}
+'''
+
+
+_KERNEL = '''
+
+@njit(cache=True, nogil=True, parallel={parallel}, error_model="numpy")
+def kernel(xpad, packed, offs, blocks, bias, y, dims{extra_args}):
+    """y[img, m, i, j] = {what} of sum_k packed(m, k) xpad[img, offs[k] + i Wp + j]. Each
+    thread's share is one call of work(): a small parallel loop compiles in a fraction of
+    the time Numba's parfor passes take over the whole body."""
+    for part in numba.prange(blocks.shape[0]):
+        # an int64, as when work() is called on its own: one compile of it, not two
+        work(np.int64(part), xpad, packed, offs, blocks, bias, y, dims{extra_args})
 '''
 
 
 def render_direct_conv(tile: microkernel.Tile, parallel: bool, bias: bool,
                        program: ScalarProgram | None = None, product_at: int = 0,
                        patterns: list | None = None, by_channels: bool = False) -> str:
-    """Module source defining pad(x, xpad, dims) and kernel(xpad, packed, offs, blocks,
-    bias, y, dims, in...). Without a program: y = product (+ bias[m] with `bias`). With
+    """Module source defining kernel(xpad, packed, offs, blocks, bias, y, dims, in...)
+    over an input padded by render_pad's pad(). Without a program: y = product (+ bias[m] with `bias`). With
     one: y = program(product, in...), in j broadcast as patterns[j] = (varies along images,
     channels, pixels) says; the bias argument is then unused. by_channels: the layout
     with pixels broadcast and output channels in the vectors (tile from
     microkernel.host_tile(by_channels=True))."""
-    ind_c, ind_r, ind_p = (" " * (k - (4 if by_channels else 0)) for k in (20, 24, 28))
+    ind_c, ind_r, ind_p = (" " * (k - (4 if by_channels else 0)) for k in (16, 20, 24))
     product = "block[np.uint64(src + j * NR)]" if by_channels else "row[np.uint64(src + j)]"
     if program is None:
         per_channel = [ind_c + "bm = bias[m]"] if bias else []
@@ -170,8 +182,15 @@ def render_direct_conv(tile: microkernel.Tile, parallel: bool, bias: bool,
         per_pixel += [ind_p + line for line in program.body_lines(compiled=True, rewrite_f32=rewrite)]
         per_pixel.append(ind_p + f"y[np.uint64(dst + j)] = {program.outputs[0]}")
         header = rewrite.header(program)
-    body = (_PAD + (_PRODUCT_BY_CHANNELS if by_channels else _PRODUCT)).format(parallel=parallel, extra_args=extra_args, what=what,
-                                   per_channel="\n".join(per_channel) or ind_c + "pass",
-                                   per_row="\n".join(per_row) or ind_r + "pass",
-                                   per_pixel="\n".join(per_pixel))
+    template = (_PRODUCT_BY_CHANNELS if by_channels else _PRODUCT) + _KERNEL
+    body = template.format(parallel=parallel, extra_args=extra_args, what=what,
+                           per_channel="\n".join(per_channel) or ind_c + "pass",
+                           per_row="\n".join(per_row) or ind_r + "pass",
+                           per_pixel="\n".join(per_pixel))
     return header + microkernel.source(tile, a_offsets=by_channels) + body
+
+
+def render_pad(parallel: bool) -> str:
+    """Module source defining pad(x, xpad, dims): the same for every direct convolution, so
+    it compiles once (per machine: the disk cache keeps it)."""
+    return HEADER + _PAD.format(parallel=parallel)
