@@ -93,11 +93,12 @@ def conv_model(x_shape, w_shape, attrs, bias, static_w, tail):
 @needs_microkernel
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(1, 3), c=st.integers(1, 40), m=st.integers(1, 70), h=st.integers(1, 17), w=st.integers(1, 23),
-       kh=st.integers(1, 5), kw=st.integers(1, 5), dilation=st.integers(1, 2), pads=st.lists(st.integers(0, 3), min_size=4, max_size=4),
+       kh=st.integers(1, 5), kw=st.integers(1, 5), dilation=st.integers(1, 2), stride=st.integers(1, 3),
+       pads=st.lists(st.integers(0, 3), min_size=4, max_size=4),
        bias=st.booleans(), static_w=st.booleans(), layout=st.sampled_from(["pixels", "channels"]),
        tail=st.sampled_from([None, "relu", "residual", "per_channel"]), data=st.data())
-def test_property_direct_conv_matches_the_oracle(n, c, m, h, w, kh, kw, dilation, pads, bias, static_w, layout,
-                                                 tail, data):
+def test_property_direct_conv_matches_the_oracle(n, c, m, h, w, kh, kw, dilation, stride, pads, bias, static_w,
+                                                 layout, tail, data):
     if kh * kw == 1:
         kh = 3   # 1x1 convolutions stay on the BLAS
     h = max(h, (kh - 1) * dilation + 1 - pads[0] - pads[2])   # the window fits
@@ -105,10 +106,10 @@ def test_property_direct_conv_matches_the_oracle(n, c, m, h, w, kh, kw, dilation
     one_d = data.draw(st.booleans()) and kh == 1
     if one_d:
         x_shape, w_shape = (n, c, w), (m, c, kw)
-        attrs = dict(pads=[pads[1], pads[3]], dilations=[dilation])
+        attrs = dict(pads=[pads[1], pads[3]], dilations=[dilation], strides=[stride])
     else:
         x_shape, w_shape = (n, c, h, w), (m, c, kh, kw)
-        attrs = dict(pads=pads, dilations=[dilation, dilation])
+        attrs = dict(pads=pads, dilations=[dilation, dilation], strides=[stride, data.draw(st.integers(1, 3))])
     if not static_w and tail is not None:
         tail = None
     model, feed = conv_model(x_shape, w_shape, attrs, bias, static_w, tail)
@@ -126,7 +127,7 @@ def test_property_direct_conv_matches_the_oracle(n, c, m, h, w, kh, kw, dilation
 def test_layout_follows_the_waste_of_the_last_panel():
     def layout(c, hw, m, k):
         p = k // 2
-        d = direct_conv.DirectConv(1, c, [hw, hw], m, [k, k], [hw, hw], [p, p], [p, p], [1, 1], False)
+        d = direct_conv.DirectConv(1, c, [hw, hw], m, [k, k], [hw, hw], [p, p], [p, p], [1, 1], [1, 1], False)
         return "channels" if d.by_channels else "pixels"
     assert layout(64, 56, 64, 3) == "pixels"      # 56 rows of 58: little waste either way
     assert layout(48, 6, 128, 5) == "channels"    # 6 rows of 10: 96 columns in pixel panels, 60 in channel ones
@@ -141,7 +142,8 @@ def test_winograd_keeps_wide_3x3_convolutions_and_direct_takes_narrow_ones():
     assert direct_conv.worthwhile(f32, 1, [5, 5], [1, 1], 1, 32, 96, [27, 27])
     assert not direct_conv.worthwhile(f32, 1, [3, 3], [1, 1], 1, 256, 256, [14, 14])   # Winograd
     assert not direct_conv.worthwhile(f32, 1, [1, 1], [1, 1], 1, 64, 256, [56, 56])    # one GEMM on the BLAS
-    assert not direct_conv.worthwhile(f32, 1, [3, 3], [2, 2], 1, 64, 64, [28, 28])     # stride 2: im2col
+    assert direct_conv.worthwhile(f32, 1, [3, 3], [2, 2], 1, 128, 128, [28, 28])        # stride 2: phases
+    assert not direct_conv.worthwhile(f32, 1, [3, 3], [5, 5], 1, 64, 64, [12, 12])     # stride 5: im2col
     assert not direct_conv.worthwhile(f32, 2, [3, 3], [1, 1], 1, 64, 64, [28, 28])     # groups
     assert not direct_conv.worthwhile(np.float64, 1, [3, 3], [1, 1], 1, 64, 64, [28, 28])
 

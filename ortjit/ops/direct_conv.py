@@ -40,10 +40,10 @@ ENABLED = os.environ.get("ORTJIT_DIRECT_CONV", "1") != "0"
 
 
 def applicable(dtype, group: int, kernel: list, strides: list, n_spatial: int) -> bool:
-    """Whether this convolution can run here: float32, one group, stride 1, 1-D or 2-D, and
-    a CPU with a micro-kernel."""
+    """Whether this convolution can run here: float32, one group, strides up to 4 (s x s
+    phases), 1-D or 2-D, and a CPU with a micro-kernel."""
     return ENABLED and np.dtype(dtype) == np.float32 and group == 1 and n_spatial <= 2 and \
-        all(s == 1 for s in strides) and blas.threaded() and microkernel.host_tile() is not None
+        all(1 <= s <= 4 for s in strides) and blas.threaded() and microkernel.host_tile() is not None
 
 
 def worthwhile(dtype, group, kernel, strides, n, c, m, out) -> bool:
@@ -94,10 +94,14 @@ class DirectConv:
     where it wastes markedly less. Where the two are close (13x13: 195 columns in 240
     against 198), the first measured faster."""
 
-    def __init__(self, n, c, in_hw, m, kernel, out, begin, end, dilations, has_bias, weights=None, epilogue=None):
+    def __init__(self, n, c, in_hw, m, kernel, out, begin, end, strides, dilations, has_bias, weights=None,
+                 epilogue=None):
         (h, w), (kh, kw), (oh, ow) = in_hw, kernel, out
-        (ph, pw), (dh, dw) = begin, dilations
-        hp, wp = h + begin[0] + end[0], w + begin[1] + end[1]
+        (ph, pw), (sh, sw), (dh, dw) = begin, strides, dilations
+        # the padded input's stride phases, each hq x wq (one with stride 1); the output is
+        # computed at their width
+        hq, wq = -(-(h + begin[0] + end[0]) // sh), -(-(w + begin[1] + end[1]) // sw)
+        wp = wq
         k = c * kh * kw
         by_pixels, by_channels = microkernel.host_tile(), microkernel.host_tile(by_channels=True)
         self.by_channels = LAYOUT == "channels" or LAYOUT is None and \
@@ -107,11 +111,14 @@ class DirectConv:
         self.m, self.k, self.kc = m, k, min(k, KC_BY_CHANNELS if self.by_channels else KC)
         pixel_step = tile.rows if self.by_channels else tile.cols
         # each image's padded planes, then room for the dropped columns' reads past them
-        stride = -(-(c * hp * wp + (kw - 1) * dw + pixel_step) // 16) * 16
-        self.pad_dims = (n, c, h, w, hp, wp, ph, pw, stride)
+        stride = -(-(c * sh * sw * hq * wq + (kw - 1) * dw + pixel_step) // 16) * 16
+        self.pad_dims = (n, c, h, w, hq, wq, ph, pw, sh, sw, stride)
         self.xpad_size = n * stride
+        # tap (c, a, b) of output (i, j) reads padded (i sh + a dh, j sw + b dw): phase
+        # (a dh % sh, b dw % sw) at (i + a dh // sh, j + b dw // sw)
         cc, a, b = np.meshgrid(np.arange(c), np.arange(kh) * dh, np.arange(kw) * dw, indexing="ij")
-        self.offs = (cc * hp * wp + a * wp + b).reshape(-1).astype(np.int64)
+        phase = (a % sh) * sw + b % sw
+        self.offs = ((cc * sh * sw + phase) * hq * wq + (a // sh) * wq + b // sw).reshape(-1).astype(np.int64)
         parts = jit.max_threads()
         pixel_panels = -(-oh * wp // pixel_step)
         if self.by_channels:

@@ -1,5 +1,5 @@
 """Source of a direct (implicit-GEMM) convolution kernel: see ops/direct_conv.py for the
-scheme. The GEMM is the micro-kernel's (microkernel.py); what follows each group of panels
+scheme (and for the stride phases that pad() writes). The GEMM is the micro-kernel's (microkernel.py); what follows each group of panels
 is generated here: the group's valid columns copied into the output with the bias added,
 or with a fused elementwise program (ops/fused_conv.py's epilogue: bias, scale and shift,
 residual Add, activation...) applied on the way, while the block is still in cache.
@@ -15,28 +15,42 @@ from ..elementwise import ScalarProgram
 _PAD = '''
 @njit(cache=True, nogil=True, parallel={parallel}, error_model="numpy")
 def pad(x, xpad, dims):
-    """xpad[img, c] = x[img, c] placed at (ph, pw) of an Hp x Wp plane of zeros; the tail past
-    each image's last plane (read only for dropped columns) zeroed too."""
-    n, C, H, W, Hp, Wp, ph, pw, stride = dims
+    """xpad[img, c] = x[img, c] placed at (ph, pw) in zeros, split into sh x sw stride
+    phases: padded element (r, q) goes to phase (r % sh, q % sw), at (r // sh, q // sw) of
+    its Hq x Wq plane. With stride 1 that is one plane, the zero-padded image. The tail past
+    each image's last plane (read only for dropped columns) is zeroed too."""
+    n, C, H, W, Hq, Wq, ph, pw, sh, sw, stride = dims
+    size = Hq * Wq
     for u in numba.prange(n * C):
         img, c = u // C, u % C
-        base = img * stride + c * Hp * Wp
+        base = img * stride + c * sh * sw * size
         src = u * H * W
-        for r in range(Hp):
-            row = base + r * Wp
-            if r < ph or r >= ph + H:
-                for q in range(Wp):
-                    xpad[np.uint64(row + q)] = 0.0
-            else:
-                s = src + (r - ph) * W
-                for q in range(pw):
-                    xpad[np.uint64(row + q)] = 0.0
-                for q in range(W):
-                    xpad[np.uint64(row + pw + q)] = x[np.uint64(s + q)]
-                for q in range(pw + W, Wp):
-                    xpad[np.uint64(row + q)] = 0.0
+        for ra in range(sh):
+            for rb in range(sw):
+                plane = base + (ra * sw + rb) * size
+                # the plane's columns q whose input column q sw + rb - pw lies in [0, W)
+                lo = min(Wq, max(0, (pw - rb + sw - 1) // sw))
+                hi = max(lo, min(Wq, (W - 1 + pw - rb) // sw + 1))
+                for r in range(Hq):
+                    row = plane + r * Wq
+                    at = r * sh + ra - ph
+                    if at < 0 or at >= H:
+                        for q in range(Wq):
+                            xpad[np.uint64(row + q)] = 0.0
+                        continue
+                    for q in range(lo):
+                        xpad[np.uint64(row + q)] = 0.0
+                    s = src + at * W + rb - pw
+                    if sw == 1:   # a contiguous copy, which LLVM vectorizes
+                        for q in range(lo, hi):
+                            xpad[np.uint64(row + q)] = x[np.uint64(s + q)]
+                    else:
+                        for q in range(lo, hi):
+                            xpad[np.uint64(row + q)] = x[np.uint64(s + q * sw)]
+                    for q in range(hi, Wq):
+                        xpad[np.uint64(row + q)] = 0.0
         if c == C - 1:
-            for q in range(base + Hp * Wp, (img + 1) * stride):
+            for q in range(base + sh * sw * size, (img + 1) * stride):
                 xpad[np.uint64(q)] = 0.0
 
 '''
