@@ -137,15 +137,15 @@ def test_layout_follows_the_waste_of_the_last_panel():
 @needs_microkernel
 def test_winograd_keeps_wide_3x3_convolutions_and_direct_takes_narrow_ones():
     f32 = np.float32
-    assert direct_conv.worthwhile(f32, 1, [3, 3], [1, 1], 1, 64, 64, [56, 56])
-    assert direct_conv.worthwhile(f32, 1, [3, 3], [1, 1], 1, 128, 32, [56, 56])   # DenseNet's 128 -> 32
-    assert direct_conv.worthwhile(f32, 1, [5, 5], [1, 1], 1, 32, 96, [27, 27])
-    assert not direct_conv.worthwhile(f32, 1, [3, 3], [1, 1], 1, 256, 256, [14, 14])   # Winograd
-    assert not direct_conv.worthwhile(f32, 1, [1, 1], [1, 1], 1, 64, 256, [56, 56])    # one GEMM on the BLAS
-    assert direct_conv.worthwhile(f32, 1, [3, 3], [2, 2], 1, 128, 128, [28, 28])        # stride 2: phases
-    assert not direct_conv.worthwhile(f32, 1, [3, 3], [5, 5], 1, 64, 64, [12, 12])     # stride 5: im2col
-    assert not direct_conv.worthwhile(f32, 2, [3, 3], [1, 1], 1, 64, 64, [28, 28])     # groups
-    assert not direct_conv.worthwhile(np.float64, 1, [3, 3], [1, 1], 1, 64, 64, [28, 28])
+    assert direct_conv.worthwhile(f32, 1, [3, 3], [1, 1], [1, 1], 1, 64, 64, [56, 56])
+    assert direct_conv.worthwhile(f32, 1, [3, 3], [1, 1], [1, 1], 1, 128, 32, [56, 56])   # DenseNet's 128 -> 32
+    assert direct_conv.worthwhile(f32, 1, [5, 5], [1, 1], [1, 1], 1, 32, 96, [27, 27])
+    assert not direct_conv.worthwhile(f32, 1, [3, 3], [1, 1], [1, 1], 1, 256, 256, [14, 14])   # Winograd
+    assert not direct_conv.worthwhile(f32, 1, [1, 1], [1, 1], [1, 1], 1, 64, 256, [56, 56])    # one GEMM on the BLAS
+    assert direct_conv.worthwhile(f32, 1, [3, 3], [2, 2], [1, 1], 1, 128, 128, [28, 28])        # stride 2: phases
+    assert not direct_conv.worthwhile(f32, 1, [3, 3], [5, 5], [1, 1], 1, 64, 64, [12, 12])     # stride 5: im2col
+    assert not direct_conv.worthwhile(f32, 2, [3, 3], [1, 1], [1, 1], 1, 64, 64, [28, 28])     # groups
+    assert not direct_conv.worthwhile(np.float64, 1, [3, 3], [1, 1], [1, 1], 1, 64, 64, [28, 28])
 
 
 @needs_microkernel

@@ -261,7 +261,7 @@ class Conv(Op):
         pointwise = ksize == 1 and all(s == 1 for s in strides) and not any(begin) and not any(end)
         depthwise = cg == 1 and group > 1 and len(kernel) <= 2 and not pointwise
         w_static = ctx.inputs[1].value if ctx.inputs[1].static else None
-        if not half and direct_conv.worthwhile(dtype, group, kernel, strides, n, c, m, out):
+        if not half and direct_conv.worthwhile(dtype, group, kernel, strides, dilations, n, c, m, out):
             hw, k2, out2, b2, e2, s2, d2 = (to_3d(v, f)[1:] for v, f in (
                 (x_shape[2:], 1), (kernel, 1), (out, 1), (begin, 0), (end, 0), (strides, 1), (dilations, 1)))
             fused = epilogue is not None and epilogue.fits_direct()

@@ -46,7 +46,7 @@ def applicable(dtype, group: int, kernel: list, strides: list, n_spatial: int) -
         all(1 <= s <= 4 for s in strides) and blas.threaded() and microkernel.host_tile() is not None
 
 
-def worthwhile(dtype, group, kernel, strides, n, c, m, out) -> bool:
+def worthwhile(dtype, group, kernel, strides, dilations, n, c, m, out) -> bool:
     """Direct unless Winograd applies with 128 input channels or more and 64 outputs or
     more: its GEMMs then dominate and it does 2.25x fewer multiplications. Below, or with
     few output channels (a skinny GEMM per tile plane: DenseNet's 128 -> 32), direct wins."""
@@ -58,7 +58,8 @@ def worthwhile(dtype, group, kernel, strides, n, c, m, out) -> bool:
         # and 7x7 with 256-2048 channels and 1.17x at batch 8; inside ResNet-50 even its
         # 56x56 ones ran 1.2-1.4x slower (docs/performance.md). Kept on OpenBLAS.
         return False
-    winograd_case = list(kernel) == [3, 3] and winograd.worthwhile(n, c, m, out)
+    winograd_case = list(kernel) == [3, 3] and list(strides) == list(dilations) == [1, 1] and \
+        winograd.worthwhile(n, c, m, out)
     return not (winograd_case and c >= 128 and m >= 64)
 
 
