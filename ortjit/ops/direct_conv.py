@@ -60,7 +60,30 @@ def worthwhile(dtype, group, kernel, strides, dilations, n, c, m, out) -> bool:
         return False
     winograd_case = list(kernel) == [3, 3] and list(strides) == list(dilations) == [1, 1] and \
         winograd.worthwhile(n, c, m, out)
-    return not (winograd_case and c >= 128 and m >= 64)
+    if winograd_case and c >= 128 and m >= 64:
+        return False
+    if LAYOUT is not None:   # a forced layout (tests, experiments) takes all the others
+        return True
+    if c * int(np.prod(kernel)) < 48:
+        # a short sum per output (SqueezeNet's first layer: 3 channels of 3x3, 27 terms)
+        # leaves each block's stores and copy-out to dominate: 1.09x of im2col there
+        return False
+    # the width the output is computed at: its own plus the window's reach in the phase
+    oh, ow = ([1] + list(out))[-2:]
+    reach = (list(kernel)[-1] - 1) * list(dilations)[-1]
+    wq = ow + -(-reach // list(strides)[-1])
+    # where most of the last panel of each image is wasted (13x13: 195 columns of 240,
+    # measured 1.04-1.14x of im2col's time inside SqueezeNet), im2col's GEMM does better
+    return _layout(oh, ow, wq, m)[1] >= 0.72
+
+
+def _layout(oh: int, ow: int, wq: int, m: int) -> tuple[bool, float]:
+    """(by_channels, the share of its multiply-adds that make output) for an output of oh x ow
+    computed at width wq (see DirectConv)."""
+    by_pixels, by_channels = microkernel.host_tile(), microkernel.host_tile(by_channels=True)
+    pixels = _efficiency(oh * ow, oh * wq, by_pixels.cols, m, by_pixels.rows)
+    channels = _efficiency(oh * ow, oh * wq, by_channels.rows, m, by_channels.cols)
+    return (True, channels) if channels > 1.3 * pixels else (False, pixels)
 
 
 def _pack(w2: np.ndarray, rows: int, kc_max: int) -> np.ndarray:
@@ -104,11 +127,8 @@ class DirectConv:
         hq, wq = -(-(h + begin[0] + end[0]) // sh), -(-(w + begin[1] + end[1]) // sw)
         wp = wq
         k = c * kh * kw
-        by_pixels, by_channels = microkernel.host_tile(), microkernel.host_tile(by_channels=True)
-        self.by_channels = LAYOUT == "channels" or LAYOUT is None and \
-            _efficiency(oh * ow, oh * wp, by_channels.rows, m, by_channels.cols) > \
-            1.3 * _efficiency(oh * ow, oh * wp, by_pixels.cols, m, by_pixels.rows)
-        self.tile = tile = by_channels if self.by_channels else by_pixels
+        self.by_channels = LAYOUT == "channels" or LAYOUT is None and _layout(oh, ow, wq, m)[0]
+        self.tile = tile = microkernel.host_tile(by_channels=self.by_channels)
         self.m, self.k, self.kc = m, k, min(k, KC_BY_CHANNELS if self.by_channels else KC)
         pixel_step = tile.rows if self.by_channels else tile.cols
         # each image's padded planes, then room for the dropped columns' reads past them
