@@ -1,6 +1,6 @@
 """Direct convolutions (ops/direct_conv.py) on our own micro-kernel (codegen/cpu/microkernel.py):
 the micro-kernel against numpy, and whole convolutions against the oracle over shapes,
-padding, dilation, both block layouts and fused epilogues."""
+padding, strides, dilation and fused epilogues."""
 from __future__ import annotations
 
 import numpy as np
@@ -21,24 +21,23 @@ needs_microkernel = pytest.mark.skipif(
 
 
 def calls_into_direct_conv(monkeypatch) -> list:
-    """Records each DirectConv made (its layout), so a test knows the path ran."""
+    """Records each DirectConv made (its dims), so a test knows the path ran."""
     made = []
     original = direct_conv.DirectConv.__init__
 
     def spy(self, *args, **kwargs):
         original(self, *args, **kwargs)
-        made.append("channels" if self.by_channels else "pixels")
+        made.append(self.dims)
     monkeypatch.setattr(direct_conv.DirectConv, "__init__", spy)
     return made
 
 
 @needs_microkernel
-@pytest.mark.parametrize("a_offsets", [False, True])
-def test_microkernel_block_is_the_product_and_accumulates(a_offsets):
+def test_microkernel_block_is_the_product_and_accumulates():
     from numba import njit
-    tile = microkernel.host_tile(by_channels=a_offsets)
+    tile = microkernel.host_tile()
     mr, nr = tile.rows, tile.cols
-    kernel = microkernel.build(tile.rows, tile.vectors, tile.lanes, a_offsets)
+    kernel = microkernel.build(tile.rows, tile.vectors, tile.lanes)
 
     @njit
     def run(kc, a, b, offs, c, accumulate):
@@ -46,24 +45,19 @@ def test_microkernel_block_is_the_product_and_accumulates(a_offsets):
 
     rng = np.random.default_rng(0)
     kc = 37
-    # B's rows (or A's values) at scattered offsets, as a convolution's taps read them
-    offs = rng.permutation(kc * 3)[:kc].astype(np.int64) * (nr if not a_offsets else mr)
-    source = rng.standard_normal(int(offs.max()) + max(mr, nr)).astype(np.float32)
-    if a_offsets:
-        a_rows = np.stack([source[o:o + mr] for o in offs])          # (kc, MR)
-        packed_b = rng.standard_normal((kc, nr)).astype(np.float32)
-        a, b, expect = source, packed_b, a_rows.T.astype(np.float64) @ packed_b
-    else:
-        packed_a = rng.standard_normal((kc, mr)).astype(np.float32)
-        b_rows = np.stack([source[o:o + nr] for o in offs])          # (kc, NR)
-        a, b, expect = packed_a, source, packed_a.T.astype(np.float64) @ b_rows
+    # B's rows at scattered, overlapping offsets, as a convolution's taps read them
+    offs = rng.permutation(kc * 3)[:kc].astype(np.int64) * 5
+    source = rng.standard_normal(int(offs.max()) + nr).astype(np.float32)
+    packed_a = rng.standard_normal((kc, mr)).astype(np.float32)
+    b_rows = np.stack([source[o:o + nr] for o in offs])          # (kc, NR)
+    expect = packed_a.T.astype(np.float64) @ b_rows
     c = np.full((mr, nr + 5), np.nan, np.float32)   # a wider row stride than the block
-    run(kc, a, b, offs, c, 0)
+    run(kc, packed_a, source, offs, c, 0)
     np.testing.assert_allclose(c[:, :nr], expect, rtol=1e-5, atol=1e-4)
     assert np.isnan(c[:, nr:]).all()                # nothing written past the block
-    run(kc, a, b, offs, c, 1)
+    run(kc, packed_a, source, offs, c, 1)
     np.testing.assert_allclose(c[:, :nr], 2 * expect, rtol=1e-5, atol=1e-4)
-    run(0, a, b, offs, c, 0)                        # an empty sum stores zeros
+    run(0, packed_a, source, offs, c, 0)            # an empty sum stores zeros
     assert (c[:, :nr] == 0).all()
 
 
@@ -95,10 +89,10 @@ def conv_model(x_shape, w_shape, attrs, bias, static_w, tail):
 @given(n=st.integers(1, 3), c=st.integers(1, 40), m=st.integers(1, 70), h=st.integers(1, 17), w=st.integers(1, 23),
        kh=st.integers(1, 5), kw=st.integers(1, 5), dilation=st.integers(1, 2), stride=st.integers(1, 3),
        pads=st.lists(st.integers(0, 3), min_size=4, max_size=4),
-       bias=st.booleans(), static_w=st.booleans(), layout=st.sampled_from(["pixels", "channels"]),
-       tail=st.sampled_from([None, "relu", "residual", "per_channel"]), data=st.data())
+       bias=st.booleans(), static_w=st.booleans(), tail=st.sampled_from([None, "relu", "residual", "per_channel"]),
+       data=st.data())
 def test_property_direct_conv_matches_the_oracle(n, c, m, h, w, kh, kw, dilation, stride, pads, bias, static_w,
-                                                 layout, tail, data):
+                                                 tail, data):
     if kh * kw == 1:
         kh = 3   # 1x1 convolutions stay on the BLAS
     h = max(h, (kh - 1) * dilation + 1 - pads[0] - pads[2])   # the window fits
@@ -114,24 +108,13 @@ def test_property_direct_conv_matches_the_oracle(n, c, m, h, w, kh, kw, dilation
         tail = None
     model, feed = conv_model(x_shape, w_shape, attrs, bias, static_w, tail)
     with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setattr(direct_conv, "LAYOUT", layout)
+        monkeypatch.setattr(direct_conv, "FORCED", True)   # small shapes too
         made = calls_into_direct_conv(monkeypatch)
         got = ort.InferenceSession(model.SerializeToString()).run(None, feed)[0]
     expect = reference(model, feed)[0]
     assert got.shape == expect.shape
     np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(expect).max())))
-    assert made == [layout]
-
-
-@needs_microkernel
-def test_layout_follows_the_waste_of_the_last_panel():
-    def layout(c, hw, m, k):
-        p = k // 2
-        d = direct_conv.DirectConv(1, c, [hw, hw], m, [k, k], [hw, hw], [p, p], [p, p], [1, 1], [1, 1], False)
-        return "channels" if d.by_channels else "pixels"
-    assert layout(64, 56, 64, 3) == "pixels"      # 56 rows of 58: little waste either way
-    assert layout(48, 6, 128, 5) == "channels"    # 6 rows of 10: 96 columns in pixel panels, 60 in channel ones
-    assert layout(128, 6, 32, 5) == "pixels"      # 32 channels would fill half of a 64-channel panel
+    assert len(made) == 1
 
 
 @needs_microkernel

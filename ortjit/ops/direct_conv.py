@@ -1,4 +1,4 @@
-"""Stride-1 float32 convolutions as an implicit GEMM on our own micro-kernel: no im2col.
+"""float32 convolutions as an implicit GEMM on our own micro-kernel: no im2col.
 
 The input is copied once into a zero-padded buffer (C, Hp, Wp) per image. The output is
 then computed at the padded width: output pixel (i, j) sits at column p = i * Wp + j, and
@@ -15,10 +15,15 @@ of K (in blocks of KC rows, A's block staying in L2, a panel's input rows in L1)
 copies the group's valid columns into the output with the bias added while they are in
 cache. Weights are packed once per plan (or per call when W is an input).
 
-Measured against im2col + OpenBLAS (or Winograd where conv.py chose it), one Conv at a
-time on the 2-core AMD EPYC (docs/performance.md): 0.58-0.82x on 64 channels of 56x56,
-16-32 channels of 27-55, 5x5 and DenseNet's 128 -> 32; about even at 128 of 28x28 and
-512 of 7x7; Winograd stays ahead from 256 channels on small images (1.14-1.3x there).
+Strides up to 4 work the same way on the input split into stride phases (pad() writes
+padded element (r, q) into phase (r % sh, q % sw) at (r // sh, q // sw)): for a tap, the
+outputs of a row still read consecutive floats of one phase.
+
+When (worthwhile): 3x3 and wider kernels, not where Winograd does fewer multiplications on
+128 channels or more, nor where a sum has under 48 terms or most of a panel per image would
+be wasted; 1x1 convolutions stay on the BLAS. Measured one Conv+ReLU at a time against the
+path before on the 2-core AMD EPYC, and in whole models (docs/performance.md): 0.6-0.9x
+alone, 0.85-1.0x of the summed kernel times of the CNNs.
 """
 from __future__ import annotations
 
@@ -34,9 +39,9 @@ from . import blas, winograd
 from .scratch import scratch
 
 KC = 256      # rows of K per block: A's block (M x KC) stays in L2, a panel's input rows in L1
-KC_BY_CHANNELS = 128   # with the weights in the vectors, a block of them (KC x NR) stays in L1
 GROUP = 4     # panels computed together into a thread's block of C
 ENABLED = os.environ.get("ORTJIT_DIRECT_CONV", "1") != "0"
+FORCED = False   # tests: take every convolution `applicable` allows
 
 
 def applicable(dtype, group: int, kernel: list, strides: list, n_spatial: int) -> bool:
@@ -52,6 +57,8 @@ def worthwhile(dtype, group, kernel, strides, dilations, n, c, m, out) -> bool:
     few output channels (a skinny GEMM per tile plane: DenseNet's 128 -> 32), direct wins."""
     if not applicable(dtype, group, kernel, strides, len(out)):
         return False
+    if FORCED:
+        return True
     if int(np.prod(kernel)) == 1:
         # 1x1: one GEMM either way. Alone, direct (reading the input in place) measured
         # 0.76-0.98x of OpenBLAS's from 27x27 images at batch 1, but 1.05-1.43x on 14x14
@@ -62,8 +69,6 @@ def worthwhile(dtype, group, kernel, strides, dilations, n, c, m, out) -> bool:
         winograd.worthwhile(n, c, m, out)
     if winograd_case and c >= 128 and m >= 64:
         return False
-    if LAYOUT is not None:   # a forced layout (tests, experiments) takes all the others
-        return True
     if c * int(np.prod(kernel)) < 48:
         # a short sum per output (SqueezeNet's first layer: 3 channels of 3x3, 27 terms)
         # leaves each block's stores and copy-out to dominate: 1.09x of im2col there
@@ -74,16 +79,15 @@ def worthwhile(dtype, group, kernel, strides, dilations, n, c, m, out) -> bool:
     wq = ow + -(-reach // list(strides)[-1])
     # where most of the last panel of each image is wasted (13x13: 195 columns of 240,
     # measured 1.04-1.14x of im2col's time inside SqueezeNet), im2col's GEMM does better
-    return _layout(oh, ow, wq, m)[1] >= 0.72
+    return _efficiency(oh, ow, wq, m) >= 0.72
 
 
-def _layout(oh: int, ow: int, wq: int, m: int) -> tuple[bool, float]:
-    """(by_channels, the share of its multiply-adds that make output) for an output of oh x ow
-    computed at width wq (see DirectConv)."""
-    by_pixels, by_channels = microkernel.host_tile(), microkernel.host_tile(by_channels=True)
-    pixels = _efficiency(oh * ow, oh * wq, by_pixels.cols, m, by_pixels.rows)
-    channels = _efficiency(oh * ow, oh * wq, by_channels.rows, m, by_channels.cols)
-    return (True, channels) if channels > 1.3 * pixels else (False, pixels)
+def _efficiency(oh: int, ow: int, wq: int, m: int) -> float:
+    """The share of the multiply-adds that make output: pixels are computed in whole panels
+    of NR at the padded width wq (its extra columns dropped), channels in panels of MR."""
+    tile = microkernel.host_tile()
+    used, computed = oh * ow, -(-oh * wq // tile.cols) * tile.cols
+    return used / computed * m / (-(-m // tile.rows) * tile.rows)
 
 
 def _pack(w2: np.ndarray, rows: int, kc_max: int) -> np.ndarray:
@@ -96,103 +100,68 @@ def _pack(w2: np.ndarray, rows: int, kc_max: int) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(m_panels, rows, k_blocks, kc_max).transpose(2, 0, 3, 1))
 
 
-def _efficiency(used_pixels, pixels, pixel_step, m, m_step) -> float:
-    """The share of a layout's multiply-adds that make output: pixels and channels are
-    computed in whole steps (panels), and the padded width's extra columns are dropped."""
-    return used_pixels / (-(-pixels // pixel_step) * pixel_step) * m / (-(-m // m_step) * m_step)
-
-
-LAYOUT = None   # "pixels" or "channels" to force one (experiments, tests); None: by efficiency
-
-
 class DirectConv:
     """run(x, w, bias, y, extras) for one Conv's shapes; `weights` given (a static W) packs
     it now. With an `epilogue` (ops/fused_conv.py: one whose inputs all fit its GEMM form),
     y gets the epilogue of the convolution and `extras`, applied as each block is copied
-    out; the bias is then part of the epilogue, not an argument.
-
-    Two layouts of the micro-kernel's block: NR pixels in the vectors and MR output
-    channels broadcast, or (by_channels) MR pixels broadcast and NR channels in the
-    vectors. Both compute whole panels; on small images the first wastes much of its last
-    panel per image (6x6 at a padded width of 10: 60 columns in 96), so the second is taken
-    where it wastes markedly less. Where the two are close (13x13: 195 columns in 240
-    against 198), the first measured faster."""
+    out; the bias is then part of the epilogue, not an argument."""
 
     def __init__(self, n, c, in_hw, m, kernel, out, begin, end, strides, dilations, has_bias, weights=None,
                  epilogue=None):
         (h, w), (kh, kw), (oh, ow) = in_hw, kernel, out
         (ph, pw), (sh, sw), (dh, dw) = begin, strides, dilations
+        self.tile = tile = microkernel.host_tile()
         # the padded input's stride phases, each hq x wq (one with stride 1); the output is
         # computed at their width
         hq, wq = -(-(h + begin[0] + end[0]) // sh), -(-(w + begin[1] + end[1]) // sw)
-        wp = wq
         k = c * kh * kw
-        self.by_channels = LAYOUT == "channels" or LAYOUT is None and _layout(oh, ow, wq, m)[0]
-        self.tile = tile = microkernel.host_tile(by_channels=self.by_channels)
-        self.m, self.k, self.kc = m, k, min(k, KC_BY_CHANNELS if self.by_channels else KC)
-        pixel_step = tile.rows if self.by_channels else tile.cols
+        self.m, self.k, self.kc = m, k, min(k, KC)
         # each image's padded planes, then room for the dropped columns' reads past them
-        stride = -(-(c * sh * sw * hq * wq + (kw - 1) * dw + pixel_step) // 16) * 16
+        stride = -(-(c * sh * sw * hq * wq + (kw - 1) * dw + tile.cols) // 16) * 16
         self.pad_dims = (n, c, h, w, hq, wq, ph, pw, sh, sw, stride)
-        self.xpad_size = n * stride
         # tap (c, a, b) of output (i, j) reads padded (i sh + a dh, j sw + b dw): phase
         # (a dh % sh, b dw % sw) at (i + a dh // sh, j + b dw // sw)
         cc, a, b = np.meshgrid(np.arange(c), np.arange(kh) * dh, np.arange(kw) * dw, indexing="ij")
         phase = (a % sh) * sw + b % sw
         self.offs = ((cc * sh * sw + phase) * hq * wq + (a // sh) * wq + b // sw).reshape(-1).astype(np.int64)
-        parts = jit.max_threads()
-        pixel_panels = -(-oh * wp // pixel_step)
-        if self.by_channels:
-            c_panels = -(-m // tile.cols)
-            # a group of pixel panels shares each weight panel while it is in L1; the
-            # group's block of C (group x MR x NR floats) stays within 48 KiB
-            groups = -(-pixel_panels // max(1, 12288 // (tile.rows * tile.cols)))
-            while groups < pixel_panels and n * groups * c_panels < 4 * parts:   # work for every thread
-                groups += 1
-            group = -(-pixel_panels // groups)   # groups of (nearly) equal size
-            self.dims = (n, m, k, self.kc, pixel_panels, stride, -(-pixel_panels // group), group, oh, ow, wp)
-            self.block_shape = (group * tile.rows * tile.cols,)
-            packed_rows = tile.cols
-        else:
-            m_panels = -(-m // tile.rows)
-            # share out the output channels too when there are fewer than 4 panels per thread
-            m_split = 1
-            while n * pixel_panels * m_split < 4 * parts and m_panels >= 2 * m_split:
-                m_split *= 2
-            m_step = -(-m_panels // m_split) * tile.rows
-            self.dims = (n, m, k, self.kc, pixel_panels, stride, m_split, m_step, GROUP, oh, ow, wp)
-            self.block_shape = (m_panels * tile.rows, GROUP * tile.cols)
-            packed_rows = tile.rows
-        self.packed_rows = packed_rows
+        panels = -(-oh * wq // tile.cols)
+        m_panels = -(-m // tile.rows)
+        # share out the output channels too when there are fewer than 4 panels per thread
+        m_split, parts = 1, jit.max_threads()
+        while n * panels * m_split < 4 * parts and m_panels >= 2 * m_split:
+            m_split *= 2
+        m_step = -(-m_panels // m_split) * tile.rows
+        self.dims = (n, m, k, self.kc, panels, stride, m_split, m_step, GROUP, oh, ow, wq)
+        self.block_shape = (m_panels * tile.rows, GROUP * tile.cols)
         self.packed = None if weights is None else \
-            _pack(np.asarray(weights, np.float32).reshape(m, k), packed_rows, self.kc)
+            _pack(np.asarray(weights, np.float32).reshape(m, k), tile.rows, self.kc)
         self.zero_bias = np.zeros(m, np.float32)
         self.epilogue = epilogue
         if epilogue is None:
-            self.source = render_direct_conv(tile, blas.threaded(), has_bias, by_channels=self.by_channels)
+            self.source = render_direct_conv(tile, blas.threaded(), has_bias)
         else:
             self.source = render_direct_conv(tile, blas.threaded(), False, epilogue.program,
-                                             epilogue.product_at, epilogue.patterns, by_channels=self.by_channels)
-        self._kernels = None
+                                             epilogue.product_at, epilogue.patterns)
+        self._kernel = None
 
     def __call__(self, x, w, bias, y, extras=()):
-        if self._kernels is None:
-            self._kernels = (codecache.load("direct_conv_pad", render_pad(blas.threaded()), attr="pad"),
-                             codecache.load("direct_conv", self.source))
-        pad, kernel = self._kernels
+        if self._kernel is None:
+            self._pad = codecache.load("direct_conv_pad", render_pad(blas.threaded()), attr="pad")
+            self._kernel = codecache.load("direct_conv", self.source)
         packed = self.packed if self.packed is not None else \
-            _pack(np.asarray(w, np.float32).reshape(self.m, self.k), self.packed_rows, self.kc)
+            _pack(np.asarray(w, np.float32).reshape(self.m, self.k), self.tile.rows, self.kc)
         parts = numba.get_num_threads()
         blocks = scratch("direct_conv_blocks", parts * int(np.prod(self.block_shape)),
                          np.float32).reshape(parts, *self.block_shape)
-        xpad = scratch("direct_conv_input", self.xpad_size, np.float32)
-        pad(np.ascontiguousarray(x).reshape(-1), xpad, self.pad_dims)
+        xpad = scratch("direct_conv_input", self.pad_dims[0] * self.pad_dims[-1], np.float32)
+        self._pad(np.ascontiguousarray(x).reshape(-1), xpad, self.pad_dims)
         out = y if y.flags.c_contiguous else np.empty(y.shape, np.float32)
         ins = []
         if self.epilogue is not None:
             ins = [e.reshape(-1) for e in self.epilogue.gemm_inputs(extras)]
             self.epilogue.direct_calls += 1
-        kernel(xpad, packed, self.offs, blocks, self.zero_bias if bias is None else bias.astype(np.float32, copy=False),
-               out.reshape(-1), self.dims, *ins)
+        self._kernel(xpad, packed, self.offs, blocks,
+                     self.zero_bias if bias is None else bias.astype(np.float32, copy=False),
+                     out.reshape(-1), self.dims, *ins)
         if out is not y:
             y[...] = out

@@ -1,11 +1,20 @@
 """Source of a direct (implicit-GEMM) convolution kernel: see ops/direct_conv.py for the
-scheme (and for the stride phases that pad() writes). The GEMM is the micro-kernel's (microkernel.py); what follows each group of panels
-is generated here: the group's valid columns copied into the output with the bias added,
-or with a fused elementwise program (ops/fused_conv.py's epilogue: bias, scale and shift,
-residual Add, activation...) applied on the way, while the block is still in cache.
+scheme (and for the stride phases that pad() writes). The GEMM is the micro-kernel's
+(microkernel.py); what follows each group of panels is generated here: the group's valid
+columns copied into the output with the bias added, or with a fused elementwise program
+(ops/fused_conv.py's epilogue: bias, scale and shift, residual Add, activation...) applied
+on the way, while the block is still in cache.
 
-The kernel's own names avoid the program's (x<k>, t<k>). The program's other inputs come as flat arrays of a (images, channels, pixels) view whose
-dims are full or 1 (broadcast), so the source depends on the broadcast patterns only.
+The padded copy is one parallel kernel shared by every direct convolution (compiled once
+per machine). The product's parallel loop only calls a serial function per thread
+(work). Tried for compile time on a cold ResNet-50: the copy as a second parallel loop in
+the product's kernel (4.2 s for the module, against 1.8 + 1.7 s for two), or made by each
+thread for the images it reads, into a buffer of its own (5.1 s): Numba optimizes a
+callee's code again inside each parallel loop that calls it.
+
+The kernel's own names avoid the program's (x<k>, t<k>). The program's other inputs come
+as flat arrays of a (images, channels, pixels) view whose dims are full or 1 (broadcast),
+so the source depends on the broadcast patterns only.
 """
 from __future__ import annotations
 
@@ -17,8 +26,8 @@ _PAD = '''
 def pad(x, xpad, dims):
     """xpad[img, c] = x[img, c] placed at (ph, pw) in zeros, split into sh x sw stride
     phases: padded element (r, q) goes to phase (r % sh, q % sw), at (r // sh, q // sw) of
-    its Hq x Wq plane. With stride 1 that is one plane, the zero-padded image. The tail past
-    each image's last plane (read only for dropped columns) is zeroed too."""
+    its Hq x Wq plane. With stride 1 that is one plane, the zero-padded image. After each
+    image's last plane comes the tail the last panels' dropped columns read: zeros."""
     n, C, H, W, Hq, Wq, ph, pw, sh, sw, stride = dims
     size = Hq * Wq
     for u in numba.prange(n * C):
@@ -52,7 +61,6 @@ def pad(x, xpad, dims):
         if c == C - 1:
             for q in range(base + sh * sw * size, (img + 1) * stride):
                 xpad[np.uint64(q)] = 0.0
-
 '''
 
 _PRODUCT = '''
@@ -67,8 +75,8 @@ def work(part, xpad, packed, offs, blocks, bias, y, dims{extra_args}):
     units = panels * m_split
     ldc = blocks.shape[2]
     panel_bytes = kc_max * MR * 4
-    a_base, o_base, x_base = packed.ctypes.data, offs.ctypes.data, xpad.ctypes.data
     lo, hi = part * units // parts, (part + 1) * units // parts
+    a_base, o_base, x_base = packed.ctypes.data, offs.ctypes.data, xpad.ctypes.data
     block = blocks[part]
     c_base = block.ctypes.data
     u = lo
@@ -105,73 +113,27 @@ def work(part, xpad, packed, offs, blocks, bias, y, dims{extra_args}):
         u = end
 '''
 
-_PRODUCT_BY_CHANNELS = '''
-@njit(cache=True, nogil=True, error_model="numpy")
-def work(part, xpad, packed, offs, blocks, bias, y, dims{extra_args}):
-    """Thread `part`'s share of kernel()'s units: MR pixels broadcast, NR output channels
-    in the vectors."""
-    n, M, K, kc_max, pixel_panels, stride, pixel_groups, group, oh, ow, Wp = dims
-    parts = blocks.shape[0]
-    k_blocks, c_panels = packed.shape[0], packed.shape[1]
-    units = n * pixel_groups * c_panels
-    panel_bytes = kc_max * NR * 4
-    w_base, o_base, x_base = packed.ctypes.data, offs.ctypes.data, xpad.ctypes.data
-    lo, hi = part * units // parts, (part + 1) * units // parts
-    block = blocks[part]
-    c_base = block.ctypes.data
-    for u in range(lo, hi):
-        # consecutive units: the same pixels, the next output channels
-        cp, rest = u % c_panels, u // c_panels
-        img, pg = rest // pixel_groups, rest % pixel_groups
-        q_lo, q_hi = pg * group, min(pixel_panels, (pg + 1) * group)
-        x_at = x_base + img * stride * 4
-        for kb in range(k_blocks):
-            k0 = kb * kc_max
-            kc = min(kc_max, K - k0)
-            w_at = w_base + (kb * c_panels + cp) * panel_bytes
-            for q in range(q_lo, q_hi):
-                _microkernel(kc, x_at + q * MR * 4, w_at, o_base + k0 * 8,
-                             c_base + (q - q_lo) * MR * NR * 4, NR, kb)
-        # the block's valid pixels into y, while it is in cache
-        p_lo, p_hi = q_lo * MR, q_hi * MR
-        i_lo, i_hi = p_lo // Wp, min(oh, (p_hi - 1) // Wp + 1)
-        for m in range(cp * NR, min(M, (cp + 1) * NR)):
-{per_channel}
-            for i in range(i_lo, i_hi):
-                j0 = max(p_lo, i * Wp) - i * Wp
-                j1 = min(p_hi, i * Wp + ow) - i * Wp
-                dst = ((img * M + m) * oh + i) * ow
-                src = (i * Wp - p_lo) * NR + m - cp * NR
-{per_row}
-                for j in range(j0, j1):
-{per_pixel}
-'''
-
-
 _KERNEL = '''
 
 @njit(cache=True, nogil=True, parallel={parallel}, error_model="numpy")
 def kernel(xpad, packed, offs, blocks, bias, y, dims{extra_args}):
-    """y[img, m, i, j] = {what} of sum_k packed(m, k) xpad[img, offs[k] + i Wp + j]. Each
-    thread's share is one call of work(): a small parallel loop compiles in a fraction of
-    the time Numba's parfor passes take over the whole body."""
+    """y[img, m, i, j] = {what} of sum_k packed(m, k) xpad[img, offs[k] + i Wp + j]: each
+    thread's share is one call of work(), the index made an int64 (as when work() is called
+    on its own: one compile of it, not two)."""
     for part in numba.prange(blocks.shape[0]):
-        # an int64, as when work() is called on its own: one compile of it, not two
         work(np.int64(part), xpad, packed, offs, blocks, bias, y, dims{extra_args})
 '''
 
 
 def render_direct_conv(tile: microkernel.Tile, parallel: bool, bias: bool,
                        program: ScalarProgram | None = None, product_at: int = 0,
-                       patterns: list | None = None, by_channels: bool = False) -> str:
-    """Module source defining kernel(xpad, packed, offs, blocks, bias, y, dims, in...)
-    over an input padded by render_pad's pad(). Without a program: y = product (+ bias[m] with `bias`). With
-    one: y = program(product, in...), in j broadcast as patterns[j] = (varies along images,
-    channels, pixels) says; the bias argument is then unused. by_channels: the layout
-    with pixels broadcast and output channels in the vectors (tile from
-    microkernel.host_tile(by_channels=True))."""
-    ind_c, ind_r, ind_p = (" " * (k - (4 if by_channels else 0)) for k in (16, 20, 24))
-    product = "block[np.uint64(src + j * NR)]" if by_channels else "row[np.uint64(src + j)]"
+                       patterns: list | None = None) -> str:
+    """Module source defining kernel(xpad, packed, offs, blocks, bias, y, dims, in...) over
+    an input padded by render_pad's pad(). Without a program: y = product (+ bias[m] with `bias`). With one: y =
+    program(product, in...), in j broadcast as patterns[j] = (varies along images,
+    channels, pixels) says; the bias argument is then unused."""
+    ind_c, ind_r, ind_p = (" " * k for k in (16, 20, 24))
+    product = "row[np.uint64(src + j)]"
     if program is None:
         per_channel = [ind_c + "bm = bias[m]"] if bias else []
         per_row = []
@@ -196,12 +158,11 @@ def render_direct_conv(tile: microkernel.Tile, parallel: bool, bias: bool,
         per_pixel += [ind_p + line for line in program.body_lines(compiled=True, rewrite_f32=rewrite)]
         per_pixel.append(ind_p + f"y[np.uint64(dst + j)] = {program.outputs[0]}")
         header = rewrite.header(program)
-    template = (_PRODUCT_BY_CHANNELS if by_channels else _PRODUCT) + _KERNEL
-    body = template.format(parallel=parallel, extra_args=extra_args, what=what,
-                           per_channel="\n".join(per_channel) or ind_c + "pass",
-                           per_row="\n".join(per_row) or ind_r + "pass",
-                           per_pixel="\n".join(per_pixel))
-    return header + microkernel.source(tile, a_offsets=by_channels) + body
+    body = (_PRODUCT + _KERNEL).format(parallel=parallel, extra_args=extra_args, what=what,
+                                            per_channel="\n".join(per_channel) or ind_c + "pass",
+                                            per_row="\n".join(per_row) or ind_r + "pass",
+                                            per_pixel="\n".join(per_pixel))
+    return header + microkernel.source(tile) + body
 
 
 def render_pad(parallel: bool) -> str:

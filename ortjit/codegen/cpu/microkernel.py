@@ -6,8 +6,7 @@ A is packed k-major, MR values per k (a panel of weights, packed once per plan).
 B is read straight from memory at `b + offs[k]`: NR consecutive floats, no packing. That
 is what makes a convolution an implicit GEMM (ops/direct_conv.py): over a zero-padded
 image, tap (c, a, b) of NR consecutive output pixels reads NR consecutive input floats at
-one offset per tap. The other way round (`a_offsets`), A's MR values are read at
-`a + offs[k]` (MR pixels) and B is packed (NR output channels' weights per k). The MR x NR block of C stays in vector registers for the whole kc
+one offset per tap. The MR x NR block of C stays in vector registers for the whole kc
 loop: each step loads NR/W vectors of B and broadcasts MR scalars of A into MR * NR/W
 fused multiply-adds.
 
@@ -45,11 +44,6 @@ class Tile:
 
 AVX512 = Tile(8, 3, 16)
 AVX2 = Tile(4, 3, 8)
-# with A's rows read through the offsets instead (pixels broadcast, output channels in the
-# vectors: ops/direct_conv.py's layout for small images): 64 channels, a multiple of
-# every common channel count
-AVX512_BY_CHANNELS = Tile(6, 4, 16)
-AVX2_BY_CHANNELS = Tile(4, 3, 8)
 
 
 def _features() -> set:
@@ -63,20 +57,19 @@ def _features() -> set:
     return {f[1:] for f in flags if f.startswith("+")}
 
 
-@functools.lru_cache(maxsize=2)
-def host_tile(by_channels: bool = False) -> Tile | None:
+@functools.lru_cache(maxsize=1)
+def host_tile() -> Tile | None:
     """The tile for the CPU Numba compiles for; None without AVX2 and FMA (or when
-    ORTJIT_MICROKERNEL=0). by_channels: the tile for A read through the offsets. Imports
-    Numba."""
+    ORTJIT_MICROKERNEL=0). Imports Numba."""
     from ... import jit
     jit.ready()
     if os.environ.get("ORTJIT_MICROKERNEL", "1") == "0":
         return None
     features = _features()
     if {"avx512f", "fma"} <= features:
-        return AVX512_BY_CHANNELS if by_channels else AVX512
+        return AVX512
     if {"avx2", "fma"} <= features:
-        return AVX2_BY_CHANNELS if by_channels else AVX2
+        return AVX2
     return None
 
 
@@ -84,20 +77,20 @@ with open(__file__, "rb") as _f:
     FILE_HASH = hashlib.sha256(_f.read()).hexdigest()[:16]
 
 
-def source(tile: Tile, a_offsets: bool = False) -> str:
+def source(tile: Tile) -> str:
     """Lines for a generated module: `_microkernel`, this tile's intrinsic, and MR, NR."""
     return (f"# micro-kernel: ortjit/codegen/cpu/microkernel.py {FILE_HASH}\n"
             "from ortjit.codegen.cpu.microkernel import build as _build_microkernel\n"
-            f"_microkernel = _build_microkernel({tile.rows}, {tile.vectors}, {tile.lanes}, {a_offsets})\n"
+            f"_microkernel = _build_microkernel({tile.rows}, {tile.vectors}, {tile.lanes})\n"
             f"MR, NR = {tile.rows}, {tile.cols}\n\n")
 
 
 @functools.lru_cache(maxsize=None)
-def build(rows: int, vectors: int, lanes: int, a_offsets: bool = False):
+def build(rows: int, vectors: int, lanes: int):
     """The intrinsic _microkernel(kc, a, b, offs, c, ldc, accumulate), all int64: a, b,
     offs and c are addresses, ldc C's row stride in floats; accumulate != 0 adds to C,
     else overwrites it. Step k reads A's MR values at a + k MR and B's NR at b + offs[k]
-    (floats); with a_offsets, A's at a + offs[k] and B's at b + k NR instead."""
+    (floats)."""
     from llvmlite import ir
     from numba import types
     from numba.core import cgutils
@@ -108,13 +101,13 @@ def build(rows: int, vectors: int, lanes: int, a_offsets: bool = False):
         sig = types.void(kc, a, b, offs, c, ldc, accumulate)
 
         def codegen(context, builder, signature, args):
-            _emit(builder, args, rows, vectors, lanes, a_offsets, ir, cgutils)
+            _emit(builder, args, rows, vectors, lanes, ir, cgutils)
             return context.get_dummy_value()
         return sig, codegen
     return microkernel
 
 
-def _emit(builder, args, rows, vectors, lanes, a_offsets, ir, cgutils):
+def _emit(builder, args, rows, vectors, lanes, ir, cgutils):
     kc, a_addr, b_addr, offs_addr, c_addr, ldc, accumulate = args
     f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
     vec = ir.VectorType(f32, lanes)
@@ -143,11 +136,10 @@ def _emit(builder, args, rows, vectors, lanes, a_offsets, ir, cgutils):
     for row in acc:
         for phi in row:
             phi.add_incoming(zero, entry)
-    offset = builder.load(builder.gep(offs0, [k]))
-    b_row = builder.gep(b0, [builder.mul(k, const(vectors * lanes)) if a_offsets else offset])
+    b_row = builder.gep(b0, [builder.load(builder.gep(offs0, [k]))])
     b = [builder.load(builder.bitcast(builder.gep(b_row, [const(j * lanes)]), vec_ptr), align=4)
          for j in range(vectors)]
-    a_k = builder.gep(a0, [offset if a_offsets else builder.mul(k, const(rows))])
+    a_k = builder.gep(a0, [builder.mul(k, const(rows))])
     summed = []
     for i in range(rows):
         s = builder.load(builder.gep(a_k, [const(i)]))
