@@ -141,7 +141,12 @@ def test_session_keeps_working_after_a_bad_feed_and_with_other_batch_sizes(monke
     sess = ort.InferenceSession(model.SerializeToString())
     with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument):
         sess.run(None, {"x": feed["x"][:, :5]})
+    one_thread = ort.SessionOptions()
+    one_thread.intra_op_num_threads = 1   # the work shared out among one thread
+    serial = ort.InferenceSession(model.SerializeToString(), one_thread)
     for batch in (2, 1, 3):
         x = np.resize(feed["x"], (batch, 8, 12, 12)).astype(np.float32)
-        np.testing.assert_allclose(sess.run(None, {"x": x})[0], reference(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
-    assert len(made) == 3   # one plan per batch size
+        expect = reference(model, {"x": x})[0]
+        np.testing.assert_allclose(sess.run(None, {"x": x})[0], expect, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(serial.run(None, {"x": x})[0], expect, rtol=1e-4, atol=1e-4)
+    assert len(made) == 6   # one plan per batch size and session
