@@ -33,9 +33,10 @@ def calls_into_direct_conv(monkeypatch) -> list:
 
 
 @needs_microkernel
-def test_microkernel_block_is_the_product_and_accumulates():
+@pytest.mark.parametrize("tile", [microkernel.AVX512, microkernel.AVX2], ids=["avx512", "avx2"])
+def test_microkernel_block_is_the_product_and_accumulates(tile):
+    # the AVX2 tile's IR runs on any x86-64 with AVX2 (LLVM splits what it must)
     from numba import njit
-    tile = microkernel.host_tile()
     mr, nr = tile.rows, tile.cols
     kernel = microkernel.build(tile.rows, tile.vectors, tile.lanes)
 
@@ -150,3 +151,18 @@ def test_session_keeps_working_after_a_bad_feed_and_with_other_batch_sizes(monke
         np.testing.assert_allclose(sess.run(None, {"x": x})[0], expect, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(serial.run(None, {"x": x})[0], expect, rtol=1e-4, atol=1e-4)
     assert len(made) == 6   # one plan per batch size and session
+
+
+@needs_microkernel
+def test_the_avx2_tile_convolves_as_the_oracle_does(monkeypatch):
+    """The tile a CPU without AVX-512 gets (4 x 24, 8-float vectors), run here."""
+    monkeypatch.setattr(microkernel, "host_tile", lambda: microkernel.AVX2)
+    made = calls_into_direct_conv(monkeypatch)
+    for x_shape, w_shape, attrs in [((2, 6, 11, 13), (9, 6, 3, 3), dict(pads=[1, 1, 1, 1])),
+                                    ((1, 3, 30, 30), (10, 3, 7, 7), dict(pads=[3, 3, 3, 3], strides=[2, 2]))]:
+        model, feed = conv_model(x_shape, w_shape, attrs, True, True, "relu")
+        monkeypatch.setattr(direct_conv, "FORCED", True)
+        got = ort.InferenceSession(model.SerializeToString()).run(None, feed)[0]
+        np.testing.assert_allclose(got, reference(model, feed)[0], rtol=1e-4, atol=1e-4)
+    # panels of 24 columns: 11 rows of 15 in 7 of them, 15 rows of 18 (stride phases) in 12
+    assert [dims[4] for dims in made] == [7, 12]

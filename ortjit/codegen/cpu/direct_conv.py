@@ -129,9 +129,9 @@ def render_direct_conv(tile: microkernel.Tile, parallel: bool, bias: bool,
                        program: ScalarProgram | None = None, product_at: int = 0,
                        patterns: list | None = None) -> str:
     """Module source defining kernel(xpad, packed, offs, blocks, bias, y, dims, in...) over
-    an input padded by render_pad's pad(). Without a program: y = product (+ bias[m] with `bias`). With one: y =
-    program(product, in...), in j broadcast as patterns[j] = (varies along images,
-    channels, pixels) says; the bias argument is then unused."""
+    an input padded by render_pad's pad(). Without a program: y = product (+ bias[m] with
+    `bias`). With one: y = program(product, in...), in j broadcast as patterns[j] =
+    (varies along images, channels, pixels) says; the bias argument is then unused."""
     ind_c, ind_r, ind_p = (" " * k for k in (16, 20, 24))
     product = "row[np.uint64(src + j)]"
     if program is None:
