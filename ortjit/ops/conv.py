@@ -2,8 +2,10 @@
 GEMM per image through numpy's BLAS; a 1x1 stride-1 unpadded conv is a GEMM on the input as is.
 Depthwise convolutions (one input channel per group, 1-D or 2-D) skip the GEMM, whose
 1-row matrices would waste it: a generated loop (its taps unrolled) over a zero-padded copy
-of the input. 3x3
-stride-1 convolutions with enough channels and tiles use Winograd's F(2x2, 3x3) (winograd.py).
+of the input. 3x3 stride-1 convolutions with enough channels and tiles use Winograd's
+F(2x2, 3x3) (winograd.py). Before either, float32 convolutions of one group with kernels
+of 3x3 and wider (strides up to 4) run as direct convolutions on our own micro-kernel
+where direct_conv.worthwhile says so.
 
 Every spatial rank (1-D, 2-D, 3-D) runs through the same 3-D loop, lower ranks padded with
 unit dims, so there is one Numba compilation per dtype. The window geometry helpers here

@@ -60,10 +60,10 @@ def worthwhile(dtype, group, kernel, strides, dilations, n, c, m, out) -> bool:
     if FORCED:
         return True
     if int(np.prod(kernel)) == 1:
-        # 1x1: one GEMM either way. Alone, direct (reading the input in place) measured
-        # 0.76-0.98x of OpenBLAS's from 27x27 images at batch 1, but 1.05-1.43x on 14x14
-        # and 7x7 with 256-2048 channels and 1.17x at batch 8; inside ResNet-50 even its
-        # 56x56 ones ran 1.2-1.4x slower (docs/performance.md). Kept on OpenBLAS.
+        # 1x1: one GEMM either way, and OpenBLAS's is as fast as ours on these shapes.
+        # Direct reading the input in place measured 1.05-1.43x on 14x14 and 7x7 and
+        # 1.2-1.4x inside ResNet-50; with B packed per thread, 1.14-1.60x on ResNet-50's
+        # 1x1 layers (docs/performance.md). Kept on OpenBLAS.
         return False
     winograd_case = list(kernel) == [3, 3] and list(strides) == list(dilations) == [1, 1] and \
         winograd.worthwhile(n, c, m, out)
