@@ -13,7 +13,7 @@ define kernels import no Numba themselves:
 * `ready()` (called by the first use of a Deferred or of the stand-in, and before a
   generated kernel module runs) imports Numba, makes every Deferred's real object, and
   puts the real objects in place of the stand-ins in the globals of ortjit's modules and
-  of every deferred function. Numba resolves what a kernel's code names (numba.prange, the
+  of every deferred function. Numba resolves what a kernel's code names (run_parts, the
   helpers it calls) by value when it compiles, so those must be the real objects.
 
 Deferring the numba module itself (as lazy_imports defers sympy) does not work: Numba's

@@ -114,14 +114,20 @@ def _source_stamp(path: str) -> str:
         except OSError:
             content = path.encode()  # no file (an interactive definition): its name stands in
         # ortjit's version too: a kernel's code includes what it inlines from other modules
-        # (ortjit.ops.blas's GEMM pieces, say), which its own file's contents do not show
+        # (ortjit.ops.blas's GEMM pieces, say), which its own file's contents do not show;
+        # and the thread pool's wrapper (codegen/cpu/threads.py), which it holds as IR
         import llvmlite
         import numba
 
         from . import __version__
         versions = f"ortjit {__version__} numba {numba.__version__} llvmlite {llvmlite.__version__} python {sys.version}"
-        stamp = _stamps[path] = hashlib.sha256(content + versions.encode()).hexdigest()
+        stamp = _stamps[path] = hashlib.sha256(content + versions.encode() + _threads_source()).hexdigest()
     return stamp
+
+
+def _threads_source() -> bytes:
+    with open(os.path.join(os.path.dirname(__file__), "codegen", "cpu", "threads.py"), "rb") as f:
+        return f.read()
 
 
 # Claims: who compiles a kernel that is not on disk. The claim is a file next to where the

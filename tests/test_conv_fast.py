@@ -155,4 +155,4 @@ def test_depthwise_kernel_source_is_shown_by_explain():
     compiled = CompiledModel(m.SerializeToString())
     compiled.run({"x": rand(1, 6, 8, 8)})
     sources = compiled.kernel_sources()
-    assert any("bk = b[oc]" in src and "numba.prange(runs)" in src for src in sources.values()), list(sources)
+    assert any("bk = b[oc]" in src and "run_parts(work, runs" in src for src in sources.values()), list(sources)

@@ -37,6 +37,7 @@ import numpy as np
 from .. import jit
 from ..jit import intrinsic, numba   # Numba is imported when the first kernel is (jit.py)
 from ..kernel_cache import njit
+from ..codegen.cpu.threads import run_parts
 
 _NAMES = ("ortjit_sgemm", "ortjit_dgemm", "ortjit_sgemv", "ortjit_dgemv")
 _OPENBLAS_NAMES = ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", "scipy_cblas_sgemv64_", "scipy_cblas_dgemv64_")
@@ -184,7 +185,7 @@ _threaded_lock = threading.RLock()
 
 
 def threaded() -> bool:
-    """Whether our kernels use Numba's threads (prange): only when the GEMMs run on them too.
+    """Whether our kernels use Numba's threads (run_parts): only when the GEMMs run on them too.
     Decided once, when first asked, with Numba made ready (whose threaded kernels ask too)."""
     if not _threaded:
         jit.ready()
@@ -200,11 +201,12 @@ jit.on_ready(lambda numba_module: threaded())
 
 
 def threaded_njit(fn=None, **options):
-    """numba.njit for a kernel whose outer loop is a numba.prange: parallel when threaded(),
-    else compiled serially under another name. Numba's disk cache does not tell the two
-    builds apart (its key is the signature and the CPU), so a process with the other
-    setting would load the wrong one. Other njit options pass through. Made when Numba is
-    first needed, as kernel_cache.njit's kernels are."""
+    """numba.njit for a kernel that hands its parts to codegen/cpu/threads.run_parts, which
+    runs them on Numba's threads when threaded(), else in a loop, as decided when the kernel
+    compiles. The serial build is compiled under another name: the disk cache does not
+    tell the two apart (its key is the source, the signature and the CPU), so a process
+    with the other setting would load the wrong one. Other njit options pass through.
+    Made when Numba is first needed, as kernel_cache.njit's kernels are."""
     if fn is None:
         return lambda f: threaded_njit(f, **options)
     return jit.defer(lambda: _threaded_dispatcher(fn, options), fn)
@@ -212,7 +214,7 @@ def threaded_njit(fn=None, **options):
 
 def _threaded_dispatcher(fn, options: dict):
     if threaded():
-        return njit(cache=True, nogil=True, parallel=True, **options)(fn)
+        return njit(cache=True, nogil=True, **options)(fn)
     serial = types_module.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
                                        fn.__defaults__, fn.__closure__)
     serial.__qualname__, serial.__doc__ = fn.__qualname__ + "_serial", fn.__doc__
@@ -338,32 +340,40 @@ def gemm_piece(a, b, c, i, image, cut_n, lo, hi):
                     zero, ci + lo * n * item, n)
 
 
-@njit(parallel=True, cache=True, nogil=True)  # kernel_cache's: one cache for every kernel, artifacts included
+@njit(nogil=True, error_model="numpy")
+def _gemm_unit(unit, parts, batch, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b,
+               beta, c, ldc, stride_c, itemsize):
+    """Piece `unit` of _gemm's products."""
+    per, cut_n, piece = split(parts, batch, m, n)
+    vector = m == 1 or n == 1
+    length = n if cut_n else m
+    i, p = unit // per, unit % per
+    lo = p * piece
+    hi = min(length, lo + piece)
+    if hi > lo:
+        ai = a + i * stride_a * itemsize
+        bi = b + i * stride_b * itemsize
+        ci = c + i * stride_c * itemsize
+        if vector:
+            _vector_piece(trans_a, trans_b, m, n, k, alpha, ai, lda, bi, ldb, beta, ci, ldc, lo, hi, itemsize)
+        elif cut_n:
+            step_b = ldb if trans_b != _NO_TRANS else 1
+            _cblas_gemm(trans_a, trans_b, m, hi - lo, k, alpha, ai, lda, bi + lo * step_b * itemsize, ldb,
+                        beta, ci + lo * itemsize, ldc)
+        else:
+            step_a = 1 if trans_a != _NO_TRANS else lda
+            _cblas_gemm(trans_a, trans_b, hi - lo, n, k, alpha, ai + lo * step_a * itemsize, lda, bi, ldb,
+                        beta, ci + lo * ldc * itemsize, ldc)
+
+
+@njit(cache=True, nogil=True)  # kernel_cache's: one cache for every kernel, artifacts included
 def _gemm(parts, batch, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b,
           beta, c, ldc, stride_c, itemsize):
     """C[i] = alpha * op(A[i]) @ op(B[i]) + beta * C[i] for i < batch, on addresses and
     element strides, cut among the threads as `split` says."""
-    per, cut_n, piece = split(parts, batch, m, n)
-    vector = m == 1 or n == 1
-    length = n if cut_n else m
-    for unit in numba.prange(batch * per):
-        i, p = unit // per, unit % per
-        lo = p * piece
-        hi = min(length, lo + piece)
-        if hi > lo:
-            ai = a + i * stride_a * itemsize
-            bi = b + i * stride_b * itemsize
-            ci = c + i * stride_c * itemsize
-            if vector:
-                _vector_piece(trans_a, trans_b, m, n, k, alpha, ai, lda, bi, ldb, beta, ci, ldc, lo, hi, itemsize)
-            elif cut_n:
-                step_b = ldb if trans_b != _NO_TRANS else 1
-                _cblas_gemm(trans_a, trans_b, m, hi - lo, k, alpha, ai, lda, bi + lo * step_b * itemsize, ldb,
-                            beta, ci + lo * itemsize, ldc)
-            else:
-                step_a = 1 if trans_a != _NO_TRANS else lda
-                _cblas_gemm(trans_a, trans_b, hi - lo, n, k, alpha, ai + lo * step_a * itemsize, lda, bi, ldb,
-                            beta, ci + lo * ldc * itemsize, ldc)
+    per = split(parts, batch, m, n)[0]
+    run_parts(_gemm_unit, batch * per, (parts, batch, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb,
+                                        stride_b, beta, c, ldc, stride_c, itemsize))
 
 
 @njit(inline="always")

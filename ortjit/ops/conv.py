@@ -21,6 +21,9 @@ import numpy as np
 from ..jit import numba   # imported when the first kernel is (jit.py)
 from ..errors import NotImplemented
 from .base import Info, Op, is_narrow_float, widen_kernel, widened_context
+from ..codegen.cpu import threads
+from ..codegen.cpu.threads import run_parts
+from ..kernel_cache import njit
 from . import blas, direct_conv, winograd
 from .registry import register
 from .scratch import scratch
@@ -79,39 +82,44 @@ def to_3d(values, fill):
     return [fill] * (3 - len(values)) + list(values)
 
 
+@njit(nogil=True, error_model="numpy")
+def _im2col_channel(c, x, cols, dims, geo):
+    """Channel c's rows of cols (see _im2col)."""
+    C, D, H, W, od, oh, ow = dims
+    kd, kh, kw, sd, sh, sw, pd, ph, pw, dd, dh, dw = geo
+    zero = cols.dtype.type(0)
+    q = c * kd * kh * kw * od * oh * ow
+    for a in range(kd):
+        for b in range(kh):
+            for e in range(kw):
+                # output columns k whose input column k*sw + off falls inside [0, W)
+                off = e * dw - pw
+                k_lo = min(max(0, (-off + sw - 1) // sw), ow)
+                k_hi = max(min(ow, (W - 1 - off) // sw + 1), k_lo) if W - 1 - off >= 0 else k_lo
+                for i in range(od):
+                    z = i * sd - pd + a * dd
+                    for j in range(oh):
+                        y = j * sh - ph + b * dh
+                        inside = 0 <= z < D and 0 <= y < H
+                        lo, hi = (k_lo, k_hi) if inside else (ow, ow)
+                        base = ((c * D + z) * H + y) * W + off
+                        # indices cast to unsigned: Numba then skips its negative-index
+                        # wraparound, which costs ~10x in these copy loops
+                        for k in range(lo):
+                            cols[np.uint64(q + k)] = zero
+                        for k in range(lo, hi):
+                            cols[np.uint64(q + k)] = x[np.uint64(base + k * sw)]
+                        for k in range(hi, ow):
+                            cols[np.uint64(q + k)] = zero
+                        q += ow
+
+
 @blas.threaded_njit
 def _im2col(x, cols, dims, geo):
     """x: one image (C, D, H, W) flattened; cols: (C, kd, kh, kw, od, oh, ow) flattened, zero
     where the window lies in the padding. Flat indices: no per-row views in the inner loops.
     Channels are spread over the threads."""
-    C, D, H, W, od, oh, ow = dims
-    kd, kh, kw, sd, sh, sw, pd, ph, pw, dd, dh, dw = geo
-    zero = cols.dtype.type(0)
-    for c in numba.prange(C):
-        q = c * kd * kh * kw * od * oh * ow
-        for a in range(kd):
-            for b in range(kh):
-                for e in range(kw):
-                    # output columns k whose input column k*sw + off falls inside [0, W)
-                    off = e * dw - pw
-                    k_lo = min(max(0, (-off + sw - 1) // sw), ow)
-                    k_hi = max(min(ow, (W - 1 - off) // sw + 1), k_lo) if W - 1 - off >= 0 else k_lo
-                    for i in range(od):
-                        z = i * sd - pd + a * dd
-                        for j in range(oh):
-                            y = j * sh - ph + b * dh
-                            inside = 0 <= z < D and 0 <= y < H
-                            lo, hi = (k_lo, k_hi) if inside else (ow, ow)
-                            base = ((c * D + z) * H + y) * W + off
-                            # indices cast to unsigned: Numba then skips its negative-index
-                            # wraparound, which costs ~10x in these copy loops
-                            for k in range(lo):
-                                cols[np.uint64(q + k)] = zero
-                            for k in range(lo, hi):
-                                cols[np.uint64(q + k)] = x[np.uint64(base + k * sw)]
-                            for k in range(hi, ow):
-                                cols[np.uint64(q + k)] = zero
-                            q += ow
+    run_parts(_im2col_channel, dims[0], (x, cols, dims, geo))
 
 
 def _depthwise_source(taps: int, strides: tuple, parallel: bool, bias: bool) -> str:
@@ -133,52 +141,57 @@ def _depthwise_source(taps: int, strides: tuple, parallel: bool, bias: bool) -> 
     t = range(taps)
     sh, sw = strides
     read = " + ".join(f"w{k} * xq[np.uint64(s + o{k})]" for k in t)
-    bias_line = "\n                bk = b[oc]" if bias else ""
+    bias_line = "\n            bk = b[oc]" if bias else ""
     acc_size = "oh * Wp" if (sh, sw) == (1, 1) else "Wp"
     if bias:
         read = f"({read}) + bk"
     head = f"""import numpy as np
 import numba
 from ortjit.kernel_cache import njit
+{threads.header(parallel)}
 
-
-@njit(cache=True, nogil=True, parallel={parallel}, error_model='numpy')
-def kernel(x, xq, w, b, y, dims, geo, offs, runs):
+@njit(cache=True, nogil=True, error_model='numpy')
+def work(run, x, xq, w, b, y, dims, geo, offs, runs):
     NC, C, H, W, Hp, Wp, oh, ow, mult = dims
     ph, pw = geo
     plane = Hp * Wp
     {", ".join(f"o{k}" for k in t)}, = {", ".join(f"offs[{k}]" for k in t)},
-    for run in numba.prange(runs):
-        acc = np.empty({acc_size}, y.dtype)
-        for nc in range(run * NC // runs, (run + 1) * NC // runs):
-            base = nc * plane
-            for r in range(H):
-                dst, src = base + (r + ph) * Wp + pw, (nc * H + r) * W
-                for q in range(W):
-                    xq[np.uint64(dst + q)] = x[np.uint64(src + q)]
-            for m in range(mult):
-                oc = (nc % C) * mult + m
-                {", ".join(f"w{k}" for k in t)}, = {", ".join(f"w[oc, {k}]" for k in t)},{bias_line}
-                out = (nc * mult + m) * oh * ow
+    acc = np.empty({acc_size}, y.dtype)
+    for nc in range(run * NC // runs, (run + 1) * NC // runs):
+        base = nc * plane
+        for r in range(H):
+            dst, src = base + (r + ph) * Wp + pw, (nc * H + r) * W
+            for q in range(W):
+                xq[np.uint64(dst + q)] = x[np.uint64(src + q)]
+        for m in range(mult):
+            oc = (nc % C) * mult + m
+            {", ".join(f"w{k}" for k in t)}, = {", ".join(f"w[oc, {k}]" for k in t)},{bias_line}
+            out = (nc * mult + m) * oh * ow
 """
     if (sh, sw) == (1, 1):
-        body = f"""                for j in range(oh * Wp):
-                    s = base + j
-                    acc[np.uint64(j)] = {read}
-                for i in range(oh):
-                    for k in range(ow):
-                        y[np.uint64(out + i * ow + k)] = acc[np.uint64(i * Wp + k)]
+        body = f"""            for j in range(oh * Wp):
+                s = base + j
+                acc[np.uint64(j)] = {read}
+            for i in range(oh):
+                for k in range(ow):
+                    y[np.uint64(out + i * ow + k)] = acc[np.uint64(i * Wp + k)]
 """
     else:
-        body = f"""                for i in range(oh):
-                    row = base + i * {sh} * Wp
-                    for j in range((ow - 1) * {sw} + 1):
-                        s = row + j
-                        acc[np.uint64(j)] = {read}
-                    for k in range(ow):
-                        y[np.uint64(out + i * ow + k)] = acc[np.uint64(k * {sw})]
+        body = f"""            for i in range(oh):
+                row = base + i * {sh} * Wp
+                for j in range((ow - 1) * {sw} + 1):
+                    s = row + j
+                    acc[np.uint64(j)] = {read}
+                for k in range(ow):
+                    y[np.uint64(out + i * ow + k)] = acc[np.uint64(k * {sw})]
 """
-    return head + body
+    kernel = f"""
+
+@njit(cache=True, nogil=True)
+def kernel(x, xq, w, b, y, dims, geo, offs, runs):
+    {threads.launch(parallel, "runs", "x, xq, w, b, y, dims, geo, offs, runs")}
+"""
+    return head + body + kernel
 
 
 def depthwise_kernel(taps: int, strides: tuple, bias: bool):

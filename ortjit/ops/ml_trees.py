@@ -28,6 +28,7 @@ import numpy as np
 
 from ..jit import numba   # imported when the first kernel is (jit.py)
 from ..kernel_cache import njit
+from ..codegen.cpu.threads import run_parts
 from . import blas
 from .base import Info, Op
 from .ml_linear import TRANSFORM_CODES, TRANSFORMS, _batch, _probit, post_rows
@@ -233,15 +234,22 @@ def _walk_blocks(x, blocks, nodes, threshold, leq, leaf_start, leaf_target, leaf
                 _add_leaf(scores, has, r, i, leaf_start, leaf_target, leaf_weight, aggregate)
 
 
+@njit(nogil=True, error_model="numpy")
+def _walk_run(run, x, blocks, nodes, threshold, leq, leaf_start, leaf_target, leaf_weight, aggregate,
+              scores, has, runs):
+    """Run `run` of _walk_blocks_threaded's rows."""
+    n = x.shape[0]
+    lo, hi = run * n // runs, (run + 1) * n // runs
+    _walk_blocks(x[lo:hi], blocks, nodes, threshold, leq, leaf_start, leaf_target, leaf_weight, aggregate,
+                 scores[lo:hi], has[lo:hi])
+
+
 @blas.threaded_njit
 def _walk_blocks_threaded(x, blocks, nodes, threshold, leq, leaf_start, leaf_target, leaf_weight, aggregate,
                           scores, has, runs):
     """_walk_blocks over `runs` runs of rows on Numba's threads: rows are independent."""
-    n = x.shape[0]
-    for run in numba.prange(runs):
-        lo, hi = run * n // runs, (run + 1) * n // runs
-        _walk_blocks(x[lo:hi], blocks, nodes, threshold, leq, leaf_start, leaf_target, leaf_weight, aggregate,
-                     scores[lo:hi], has[lo:hi])
+    run_parts(_walk_run, runs, (x, blocks, nodes, threshold, leq, leaf_start, leaf_target, leaf_weight,
+                                aggregate, scores, has, runs))
 
 
 # From how many rows a walk runs on Numba's threads: a parallel region costs microseconds,

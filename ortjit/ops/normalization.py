@@ -7,6 +7,7 @@ import numpy as np
 from ..jit import numba   # imported when the first kernel is (jit.py)
 from ..kernel_cache import njit
 from ..errors import NotImplemented
+from ..codegen.cpu.threads import run_parts
 from . import blas
 from .base import Info, Op, broadcast_shapes, is_narrow_float, normalize_axis
 from .conv import compute_dtype
@@ -36,31 +37,41 @@ def _row_stats(x, base, n, eps):
 
 
 # reassoc lets LLVM vectorize the sums (no NaN/inf assumptions, unlike full fastmath)
+@njit(nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _normalize_row(r, x, y, mean, inv_std, n, eps):
+    """Row r of _normalize_rows."""
+    base = np.uint64(r * n)
+    m, inv = _row_stats(x, base, n, eps)
+    for j in range(np.uint64(n)):
+        y[base + j] = (x[base + j] - m) * inv
+    mean[r] = m
+    inv_std[r] = inv
+
+
 @blas.threaded_njit(error_model="numpy", fastmath={"reassoc", "contract"})
 def _normalize_rows(x, y, mean, inv_std, n, eps):
     """x, y: (rows, n) flattened; y[r] = (x[r] - mean(x[r])) / sqrt(var(x[r]) + eps).
     Unsigned indices: Numba skips its negative-index wraparound. Rows go to the threads."""
-    for r in numba.prange(mean.size):
-        base = np.uint64(r * n)
-        m, inv = _row_stats(x, base, n, eps)
-        for j in range(np.uint64(n)):
-            y[base + j] = (x[base + j] - m) * inv
-        mean[r] = m
-        inv_std[r] = inv
+    run_parts(_normalize_row, mean.size, (x, y, mean, inv_std, n, eps))
+
+
+@njit(nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _layer_norm_row(r, x, y, scale, bias, mean, inv_std, n, eps):
+    """Row r of _layer_norm_rows."""
+    base = np.uint64(r * n)
+    m, inv = _row_stats(x, base, n, eps)
+    mf, invf = x.dtype.type(m), x.dtype.type(inv)
+    for j in range(np.uint64(n)):
+        y[base + j] = (x[base + j] - mf) * invf * scale[j] + bias[j]
+    mean[r] = m
+    inv_std[r] = inv
 
 
 @blas.threaded_njit(error_model="numpy", fastmath={"reassoc", "contract"})
 def _layer_norm_rows(x, y, scale, bias, mean, inv_std, n, eps):
     """_normalize_rows with LayerNormalization's scale and bias (n values each) applied in
     the same pass, instead of two more numpy passes over y."""
-    for r in numba.prange(mean.size):
-        base = np.uint64(r * n)
-        m, inv = _row_stats(x, base, n, eps)
-        mf, invf = x.dtype.type(m), x.dtype.type(inv)
-        for j in range(np.uint64(n)):
-            y[base + j] = (x[base + j] - mf) * invf * scale[j] + bias[j]
-        mean[r] = m
-        inv_std[r] = inv
+    run_parts(_layer_norm_row, mean.size, (x, y, scale, bias, mean, inv_std, n, eps))
 
 
 def _rows_normalizer(rows, n, dtype, eps):

@@ -14,6 +14,7 @@ import numpy as np
 from ..jit import numba   # imported when the first kernel is (jit.py)
 from ..kernel_cache import njit
 from ..errors import NotImplemented
+from ..codegen.cpu.threads import run_parts
 from . import blas
 from .base import Info, Op, check_index_range
 from .conv import compute_dtype, to_3d, window_geometry
@@ -145,11 +146,12 @@ def _to_phase_planes(x, xb, xp, rows, cols, H, W, sw):
                     xp[np.uint64(d + k)] = x[np.uint64(src + j + k * sw)]
 
 
-@blas.threaded_njit
-def _max_pool_planes(x, y, xp, acc, rows, cols, offsets, dims):
-    """MaxPool of NC planes (H, W) -> (oh, ow). xp: (runs, phase planes) and acc: (runs,
-    oh * pw accumulators), one row per run of planes (the threads take runs); offsets:
-    each kernel tap's offset into xp, in row-major tap order, in groups of three.
+@njit(nogil=True, error_model="numpy")
+def _max_pool_run(run, x, y, xp, acc, rows, cols, offsets, dims):
+    """MaxPool of run `run`'s share of NC planes (H, W) -> (oh, ow). xp: (runs, phase
+    planes) and acc: (runs, oh * pw accumulators), one row per run of planes (the threads
+    take runs); offsets: each kernel tap's offset into xp, in row-major tap order, in
+    groups of three.
 
     The same bits as _pool: each output visits its taps in the same order with the same
     `v if v > best else best` from -inf, so that of equal values (0.0 and -0.0) the first
@@ -158,30 +160,34 @@ def _max_pool_planes(x, y, xp, acc, rows, cols, offsets, dims):
     flat = oh * pw
     lowest = acc.dtype.type(-np.inf)
     runs = xp.shape[0]
-    for run in numba.prange(runs):
-        planes, best_of = xp[run], acc[run]
-        for nc in range(run * NC // runs, (run + 1) * NC // runs):
-            _to_phase_planes(x, nc * H * W, planes, rows, cols, H, W, sw)
-            for g in range(0, offsets.size, 3):
-                t0, t1, t2 = offsets[g], offsets[g + 1], offsets[g + 2]
-                for t in range(flat):
-                    best = lowest if g == 0 else best_of[np.uint64(t)]  # no separate pass to reset
-                    v = planes[np.uint64(t0 + t)]
-                    best = v if v > best else best  # a select (maxps), no branch
-                    v = planes[np.uint64(t1 + t)]
-                    best = v if v > best else best
-                    v = planes[np.uint64(t2 + t)]
-                    best = v if v > best else best
-                    best_of[np.uint64(t)] = best
-            for i in range(oh):
-                o, a = (nc * oh + i) * ow, i * pw
-                for j in range(ow):
-                    y[np.uint64(o + j)] = best_of[np.uint64(a + j)]
+    planes, best_of = xp[run], acc[run]
+    for nc in range(run * NC // runs, (run + 1) * NC // runs):
+        _to_phase_planes(x, nc * H * W, planes, rows, cols, H, W, sw)
+        for g in range(0, offsets.size, 3):
+            t0, t1, t2 = offsets[g], offsets[g + 1], offsets[g + 2]
+            for t in range(flat):
+                best = lowest if g == 0 else best_of[np.uint64(t)]  # no separate pass to reset
+                v = planes[np.uint64(t0 + t)]
+                best = v if v > best else best  # a select (maxps), no branch
+                v = planes[np.uint64(t1 + t)]
+                best = v if v > best else best
+                v = planes[np.uint64(t2 + t)]
+                best = v if v > best else best
+                best_of[np.uint64(t)] = best
+        for i in range(oh):
+            o, a = (nc * oh + i) * ow, i * pw
+            for j in range(ow):
+                y[np.uint64(o + j)] = best_of[np.uint64(a + j)]
 
 
 @blas.threaded_njit
-def _avg_pool_planes(x, y, xp, acc, rows, cols, offsets, inv_count, dims):
-    """AveragePool, as _max_pool_planes; xp and acc are float64, inv_count: 1 / (taps
+def _max_pool_planes(x, y, xp, acc, rows, cols, offsets, dims):
+    run_parts(_max_pool_run, xp.shape[0], (x, y, xp, acc, rows, cols, offsets, dims))
+
+
+@njit(nogil=True, error_model="numpy")
+def _avg_pool_run(run, x, y, xp, acc, rows, cols, offsets, inv_count, dims):
+    """AveragePool, as _max_pool_run; xp and acc are float64, inv_count: 1 / (taps
     counted) per output (oh, ow).
 
     _pool's sums bit for bit: float64 from 0.0 in the same tap order, the padding's zeros
@@ -192,22 +198,26 @@ def _avg_pool_planes(x, y, xp, acc, rows, cols, offsets, inv_count, dims):
     NC, H, W, sw, oh, ow, pw = dims
     flat = oh * pw
     runs = xp.shape[0]
-    for run in numba.prange(runs):
-        planes, sums = xp[run], acc[run]
-        for nc in range(run * NC // runs, (run + 1) * NC // runs):
-            _to_phase_planes(x, nc * H * W, planes, rows, cols, H, W, sw)
-            for g in range(0, offsets.size, 3):
-                t0, t1, t2 = offsets[g], offsets[g + 1], offsets[g + 2]
-                for t in range(flat):
-                    total = 0.0 if g == 0 else sums[np.uint64(t)]
-                    total += planes[np.uint64(t0 + t)]
-                    total += planes[np.uint64(t1 + t)]
-                    total += planes[np.uint64(t2 + t)]
-                    sums[np.uint64(t)] = total
-            for i in range(oh):
-                o, a = (nc * oh + i) * ow, i * pw
-                for j in range(ow):
-                    y[np.uint64(o + j)] = sums[np.uint64(a + j)] * inv_count[np.uint64(i * ow + j)]
+    planes, sums = xp[run], acc[run]
+    for nc in range(run * NC // runs, (run + 1) * NC // runs):
+        _to_phase_planes(x, nc * H * W, planes, rows, cols, H, W, sw)
+        for g in range(0, offsets.size, 3):
+            t0, t1, t2 = offsets[g], offsets[g + 1], offsets[g + 2]
+            for t in range(flat):
+                total = 0.0 if g == 0 else sums[np.uint64(t)]
+                total += planes[np.uint64(t0 + t)]
+                total += planes[np.uint64(t1 + t)]
+                total += planes[np.uint64(t2 + t)]
+                sums[np.uint64(t)] = total
+        for i in range(oh):
+            o, a = (nc * oh + i) * ow, i * pw
+            for j in range(ow):
+                y[np.uint64(o + j)] = sums[np.uint64(a + j)] * inv_count[np.uint64(i * ow + j)]
+
+
+@blas.threaded_njit
+def _avg_pool_planes(x, y, xp, acc, rows, cols, offsets, inv_count, dims):
+    run_parts(_avg_pool_run, xp.shape[0], (x, y, xp, acc, rows, cols, offsets, inv_count, dims))
 
 
 def _phase_plan(kind, dtype, nc, in_2d, kernel, strides, begin, dilations, out, ty, tx):

@@ -53,43 +53,49 @@ class _AlongAxis(Op):
 # float32 uses the vectorizable exp (ortjit/codegen/cpu/vmath.py). A NaN anywhere in a row
 # makes its sum NaN, so the whole row is NaN, as with numpy.
 _ROWS_SOURCE = """
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={{"reassoc", "contract"}}, parallel={parallel})
+@njit(nogil=True, error_model="numpy", fastmath={{"reassoc", "contract"}})
+def work(r, x, y):
+    n = x.shape[1]
+    acc = np.empty(16, x.dtype)
+    xr = x[r]
+    yr = y[r]
+    acc[:] = xr[0]
+    n16 = n - n % 16
+    for j in range(0, n16, 16):
+        for lane in range(16):
+            v = xr[j + lane]
+            acc[lane] = v if v > acc[lane] else acc[lane]
+    m = acc[0]
+    for lane in range(1, 16):
+        m = acc[lane] if acc[lane] > m else m
+    for j in range(n16, n):
+        m = xr[j] if xr[j] > m else m
+    s = {zero}
+    for j in range(n):
+        e = {exp}(xr[j] - m)
+        yr[j] = e
+        s += e
+    inv = {one} / s
+    for j in range(n):
+        yr[j] *= inv
+
+
+@njit(cache=True, nogil=True)
 def kernel(x, y):
-    rows, n = x.shape
-    for r in numba.prange(rows):
-        acc = np.empty(16, x.dtype)
-        xr = x[r]
-        yr = y[r]
-        acc[:] = xr[0]
-        n16 = n - n % 16
-        for j in range(0, n16, 16):
-            for lane in range(16):
-                v = xr[j + lane]
-                acc[lane] = v if v > acc[lane] else acc[lane]
-        m = acc[0]
-        for lane in range(1, 16):
-            m = acc[lane] if acc[lane] > m else m
-        for j in range(n16, n):
-            m = xr[j] if xr[j] > m else m
-        s = {zero}
-        for j in range(n):
-            e = {exp}(xr[j] - m)
-            yr[j] = e
-            s += e
-        inv = {one} / s
-        for j in range(n):
-            yr[j] *= inv
+    {launch}
 """
 
 
 def _rows_kernel(dtype, size):
     """The rows kernel for `size` elements: on Numba's threads (rows split among them)
     from the size at which generated elementwise loops go parallel."""
-    from ..codegen.cpu import HEADER, parallel_loop, vmath
+    from ..codegen.cpu import HEADER, parallel_loop, threads, vmath
     f32 = dtype == np.float32
+    parallel = parallel_loop(size)
     body = _ROWS_SOURCE.format(exp="_vexp" if f32 else "np.exp", zero="np.float32(0.0)" if f32 else "0.0",
-                              one="np.float32(1.0)" if f32 else "1.0", parallel=parallel_loop(size))
-    return codecache.load(f"softmax_rows_{dtype.name}", HEADER + (vmath.SOURCE if f32 else "") + body)
+                              one="np.float32(1.0)" if f32 else "1.0", launch=threads.launch(parallel, "x.shape[0]", "x, y"))
+    return codecache.load(f"softmax_rows_{dtype.name}",
+                          HEADER + threads.header(parallel) + (vmath.SOURCE if f32 else "") + body)
 
 
 @register("Softmax")

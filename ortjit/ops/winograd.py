@@ -21,6 +21,8 @@ import os
 import numpy as np
 
 from ..jit import numba   # imported when the first kernel is (jit.py)
+from ..codegen.cpu.threads import run_parts
+from ..kernel_cache import njit
 from . import blas
 from .scratch import scratch
 
@@ -38,101 +40,111 @@ def transform_weights(w: np.ndarray, dtype) -> np.ndarray:
     return (coefficients @ w.astype(dtype, copy=False).reshape(m * c, 9).T).reshape(16, m, c)
 
 
+@njit(nogil=True, error_model="numpy")
+def _input_tiles_of(nc, x, xp, v, dims):
+    """Image-channel nc's tiles (see _input_tiles)."""
+    N, C, H, W, Hp, Wp, ph, pw, th, tw, plane = dims
+    T = N * th * tw
+    plane = np.uint64(plane)
+    zero = xp.dtype.type(0)
+    n, c = nc // C, nc % C
+    for r in range(Hp):
+        row = np.uint64((nc * Hp + r) * Wp)
+        if ph <= r < ph + H:
+            src = np.uint64((nc * H + r - ph) * W)
+            for k in range(pw):
+                xp[row + np.uint64(k)] = zero
+            for k in range(W):
+                xp[row + np.uint64(pw + k)] = x[src + np.uint64(k)]
+            for k in range(pw + W, Wp):
+                xp[row + np.uint64(k)] = zero
+        else:
+            for k in range(Wp):
+                xp[row + np.uint64(k)] = zero
+    base = (n * C + c) * Hp * Wp
+    out = np.uint64(c * T + n * th * tw)
+    for i in range(th):
+        r0 = base + 2 * i * Wp
+        for j in range(tw):
+            p = np.uint64(r0 + 2 * j)
+            w_ = np.uint64(Wp)
+            d00, d01, d02, d03 = xp[p], xp[p + 1], xp[p + 2], xp[p + 3]
+            p += w_
+            d10, d11, d12, d13 = xp[p], xp[p + 1], xp[p + 2], xp[p + 3]
+            p += w_
+            d20, d21, d22, d23 = xp[p], xp[p + 1], xp[p + 2], xp[p + 3]
+            p += w_
+            d30, d31, d32, d33 = xp[p], xp[p + 1], xp[p + 2], xp[p + 3]
+            # rows: B^T d
+            a0, a1, a2, a3 = d00 - d20, d01 - d21, d02 - d22, d03 - d23
+            b0, b1, b2, b3 = d10 + d20, d11 + d21, d12 + d22, d13 + d23
+            c0, c1, c2, c3 = d20 - d10, d21 - d11, d22 - d12, d23 - d13
+            e0, e1, e2, e3 = d10 - d30, d11 - d31, d12 - d32, d13 - d33
+            # columns: (B^T d) B
+            q = out + np.uint64(i * tw + j)
+            v[q] = a0 - a2
+            v[q + plane] = a1 + a2
+            v[q + 2 * plane] = a2 - a1
+            v[q + 3 * plane] = a1 - a3
+            v[q + 4 * plane] = b0 - b2
+            v[q + 5 * plane] = b1 + b2
+            v[q + 6 * plane] = b2 - b1
+            v[q + 7 * plane] = b1 - b3
+            v[q + 8 * plane] = c0 - c2
+            v[q + 9 * plane] = c1 + c2
+            v[q + 10 * plane] = c2 - c1
+            v[q + 11 * plane] = c1 - c3
+            v[q + 12 * plane] = e0 - e2
+            v[q + 13 * plane] = e1 + e2
+            v[q + 14 * plane] = e2 - e1
+            v[q + 15 * plane] = e1 - e3
+
+
 @blas.threaded_njit
 def _input_tiles(x, xp, v, dims):
     """x: (N, C, H, W) flattened; xp: (N, C, Hp, Wp) scratch, filled here: x's plane inside
     zeros (the pads); v: 16 planes of (C, N * th * tw), `plane` elements apart. Each thread
     pads a channel and transforms it while it is in its cache. Unsigned indices: no
     negative-index wraparound."""
-    N, C, H, W, Hp, Wp, ph, pw, th, tw, plane = dims
+    run_parts(_input_tiles_of, dims[0] * dims[1], (x, xp, v, dims))
+
+
+@njit(nogil=True, error_model="numpy")
+def _output_tiles_of(no, m, bias, y, dims):
+    """Image-channel no's outputs (see _output_tiles)."""
+    N, M, oh, ow, th, tw, plane = dims
     T = N * th * tw
     plane = np.uint64(plane)
-    zero = xp.dtype.type(0)
-    for nc in numba.prange(N * C):
-        n, c = nc // C, nc % C
-        for r in range(Hp):
-            row = np.uint64((nc * Hp + r) * Wp)
-            if ph <= r < ph + H:
-                src = np.uint64((nc * H + r - ph) * W)
-                for k in range(pw):
-                    xp[row + np.uint64(k)] = zero
-                for k in range(W):
-                    xp[row + np.uint64(pw + k)] = x[src + np.uint64(k)]
-                for k in range(pw + W, Wp):
-                    xp[row + np.uint64(k)] = zero
-            else:
-                for k in range(Wp):
-                    xp[row + np.uint64(k)] = zero
-        base = (n * C + c) * Hp * Wp
-        out = np.uint64(c * T + n * th * tw)
-        for i in range(th):
-            r0 = base + 2 * i * Wp
-            for j in range(tw):
-                p = np.uint64(r0 + 2 * j)
-                w_ = np.uint64(Wp)
-                d00, d01, d02, d03 = xp[p], xp[p + 1], xp[p + 2], xp[p + 3]
-                p += w_
-                d10, d11, d12, d13 = xp[p], xp[p + 1], xp[p + 2], xp[p + 3]
-                p += w_
-                d20, d21, d22, d23 = xp[p], xp[p + 1], xp[p + 2], xp[p + 3]
-                p += w_
-                d30, d31, d32, d33 = xp[p], xp[p + 1], xp[p + 2], xp[p + 3]
-                # rows: B^T d
-                a0, a1, a2, a3 = d00 - d20, d01 - d21, d02 - d22, d03 - d23
-                b0, b1, b2, b3 = d10 + d20, d11 + d21, d12 + d22, d13 + d23
-                c0, c1, c2, c3 = d20 - d10, d21 - d11, d22 - d12, d23 - d13
-                e0, e1, e2, e3 = d10 - d30, d11 - d31, d12 - d32, d13 - d33
-                # columns: (B^T d) B
-                q = out + np.uint64(i * tw + j)
-                v[q] = a0 - a2
-                v[q + plane] = a1 + a2
-                v[q + 2 * plane] = a2 - a1
-                v[q + 3 * plane] = a1 - a3
-                v[q + 4 * plane] = b0 - b2
-                v[q + 5 * plane] = b1 + b2
-                v[q + 6 * plane] = b2 - b1
-                v[q + 7 * plane] = b1 - b3
-                v[q + 8 * plane] = c0 - c2
-                v[q + 9 * plane] = c1 + c2
-                v[q + 10 * plane] = c2 - c1
-                v[q + 11 * plane] = c1 - c3
-                v[q + 12 * plane] = e0 - e2
-                v[q + 13 * plane] = e1 + e2
-                v[q + 14 * plane] = e2 - e1
-                v[q + 15 * plane] = e1 - e3
+    n, o = no // M, no % M
+    b = bias[o]
+    src = np.uint64(o * T + n * th * tw)
+    dst = (n * M + o) * oh * ow
+    for i in range(th):
+        for j in range(tw):
+            q = src + np.uint64(i * tw + j)
+            m00, m01, m02, m03 = m[q], m[q + plane], m[q + 2 * plane], m[q + 3 * plane]
+            m10, m11, m12, m13 = m[q + 4 * plane], m[q + 5 * plane], m[q + 6 * plane], m[q + 7 * plane]
+            m20, m21, m22, m23 = m[q + 8 * plane], m[q + 9 * plane], m[q + 10 * plane], m[q + 11 * plane]
+            m30, m31, m32, m33 = m[q + 12 * plane], m[q + 13 * plane], m[q + 14 * plane], m[q + 15 * plane]
+            # rows: A^T m
+            s0, s1, s2, s3 = m00 + m10 + m20, m01 + m11 + m21, m02 + m12 + m22, m03 + m13 + m23
+            t0, t1, t2, t3 = m10 - m20 - m30, m11 - m21 - m31, m12 - m22 - m32, m13 - m23 - m33
+            r, c = 2 * i, 2 * j
+            p = np.uint64(dst + r * ow + c)
+            y[p] = s0 + s1 + s2 + b
+            if c + 1 < ow:
+                y[p + 1] = s1 - s2 - s3 + b
+            if r + 1 < oh:
+                y[p + np.uint64(ow)] = t0 + t1 + t2 + b
+                if c + 1 < ow:
+                    y[p + np.uint64(ow + 1)] = t1 - t2 - t3 + b
 
 
 @blas.threaded_njit
 def _output_tiles(m, bias, y, dims):
     """m: the GEMM results, 16 planes of (M, N * th * tw), `plane` elements apart; bias:
     (M,) (zeros when the node has none); y: (N, M, oh, ow) flattened."""
-    N, M, oh, ow, th, tw, plane = dims
-    T = N * th * tw
-    plane = np.uint64(plane)
-    for no in numba.prange(N * M):
-        n, o = no // M, no % M
-        b = bias[o]
-        src = np.uint64(o * T + n * th * tw)
-        dst = (n * M + o) * oh * ow
-        for i in range(th):
-            for j in range(tw):
-                q = src + np.uint64(i * tw + j)
-                m00, m01, m02, m03 = m[q], m[q + plane], m[q + 2 * plane], m[q + 3 * plane]
-                m10, m11, m12, m13 = m[q + 4 * plane], m[q + 5 * plane], m[q + 6 * plane], m[q + 7 * plane]
-                m20, m21, m22, m23 = m[q + 8 * plane], m[q + 9 * plane], m[q + 10 * plane], m[q + 11 * plane]
-                m30, m31, m32, m33 = m[q + 12 * plane], m[q + 13 * plane], m[q + 14 * plane], m[q + 15 * plane]
-                # rows: A^T m
-                s0, s1, s2, s3 = m00 + m10 + m20, m01 + m11 + m21, m02 + m12 + m22, m03 + m13 + m23
-                t0, t1, t2, t3 = m10 - m20 - m30, m11 - m21 - m31, m12 - m22 - m32, m13 - m23 - m33
-                r, c = 2 * i, 2 * j
-                p = np.uint64(dst + r * ow + c)
-                y[p] = s0 + s1 + s2 + b
-                if c + 1 < ow:
-                    y[p + 1] = s1 - s2 - s3 + b
-                if r + 1 < oh:
-                    y[p + np.uint64(ow)] = t0 + t1 + t2 + b
-                    if c + 1 < ow:
-                        y[p + np.uint64(ow + 1)] = t1 - t2 - t3 + b
+    run_parts(_output_tiles_of, dims[0] * dims[1], (m, bias, y, dims))
 
 
 # ORTJIT_WINOGRAD=0 turns it off (every 3x3 convolution then runs as im2col + GEMM)

@@ -6,16 +6,16 @@ import os
 import numpy as np
 
 from ... import codecache, config, jit
-from . import vmath
+from . import threads, vmath
 from ...ops import blas
 from ..elementwise import F16, F16_ROUND, ScalarProgram, collapse, numpy_call, numpy_twin, render_loop_body
 
-# From how many elements a generated loop runs on Numba's threads (its outer loop a
-# prange); ORTJIT_PARALLEL_MIN_ELEMENTS overrides. Only where the GEMMs use the same
+# From how many elements a generated loop runs on Numba's threads (its outer loop's
+# iterations handed to threads.run_parts); ORTJIT_PARALLEL_MIN_ELEMENTS overrides. Only where the GEMMs use the same
 # threads (ops/blas.py): next to OpenBLAS's own pool the two fought over the cores
 # (light_resnet50 270 ms a run with parallel loops from 65536 elements, 64 ms serial).
 # Below about 64K elements a loop takes a few microseconds and threads do not pay; a
-# parallel compile costs about 10x a serial one (shared/design.md).
+# parallel build compiles a second function and the thread pool's wrapper.
 def parallel_loop(size: int) -> bool:
     """Whether a generated loop over `size` elements runs on Numba's threads. Below the
     default threshold this does not ask blas.threaded(), which imports Numba."""
@@ -67,17 +67,21 @@ class Vectorizer:
 def render_elementwise(program: ScalarProgram, out_rank: int, in_shapes: list[tuple], parallel: bool) -> str:
     args = ", ".join([f"in{j}" for j in range(len(program.inputs))] + [f"out{j}" for j in range(len(program.outputs))])
     rewrite = Vectorizer()
-    lines = [f"@njit(cache=True, nogil=True, parallel={parallel}, error_model='numpy')",
-             f"def kernel({args}):"]
-    for k in range(out_rank):
+    # parallel: the outer loop's iterations are the parts run_parts hands to the threads
+    outer = 1 if parallel else 0
+    lines = [f"@njit(nogil=True, error_model='numpy')", f"def work(i0, {args}):"] if parallel else \
+        [f"@njit(cache=True, nogil=True, error_model='numpy')", f"def kernel({args}):"]
+    for k in range(outer, out_rank):
         lines.append(f"    n{k} = out0.shape[{k}]")
     indent = "    "
-    for k in range(out_rank):
-        rng = "numba.prange" if parallel and k == 0 else "range"
-        lines.append(f"{indent}for i{k} in {rng}(n{k}):")
+    for k in range(outer, out_rank):
+        lines.append(f"{indent}for i{k} in range(n{k}):")
         indent += "    "
     lines += render_loop_body(program, in_shapes, out_rank, indent, rewrite)
-    return rewrite.header(program) + "\n".join(lines) + "\n"
+    if parallel:
+        lines += ["", "", "@njit(cache=True, nogil=True)", f"def kernel({args}):",
+                  f"    {threads.launch(True, 'out0.shape[0]', args)}"]
+    return rewrite.header(program) + threads.header(parallel) + "\n".join(lines) + "\n"
 
 
 def elementwise_kernel(program: ScalarProgram, out_shape: tuple, in_shapes: list[tuple]):

@@ -18,53 +18,58 @@ so the source depends on the broadcast patterns only.
 """
 from __future__ import annotations
 
-from . import HEADER, Vectorizer, microkernel
+from . import HEADER, Vectorizer, microkernel, threads
 from ..elementwise import ScalarProgram
 
 _PAD = '''
-@njit(cache=True, nogil=True, parallel={parallel}, error_model="numpy")
+@njit(nogil=True, error_model="numpy")
+def pad_plane(u, x, xpad, dims):
+    """Plane u (image u // C, channel u % C) of pad()."""
+    n, C, H, W, Hq, Wq, ph, pw, sh, sw, stride = dims
+    size = Hq * Wq
+    img, c = u // C, u % C
+    base = img * stride + c * sh * sw * size
+    src = u * H * W
+    for ra in range(sh):
+        for rb in range(sw):
+            plane = base + (ra * sw + rb) * size
+            # the plane's columns q whose input column q sw + rb - pw lies in [0, W)
+            lo = min(Wq, max(0, (pw - rb + sw - 1) // sw))
+            hi = max(lo, min(Wq, (W - 1 + pw - rb) // sw + 1))
+            for r in range(Hq):
+                row = plane + r * Wq
+                at = r * sh + ra - ph
+                if at < 0 or at >= H:
+                    for q in range(Wq):
+                        xpad[np.uint64(row + q)] = 0.0
+                    continue
+                for q in range(lo):
+                    xpad[np.uint64(row + q)] = 0.0
+                s = src + at * W + rb - pw
+                if sw == 1:   # a contiguous copy, which LLVM vectorizes
+                    for q in range(lo, hi):
+                        xpad[np.uint64(row + q)] = x[np.uint64(s + q)]
+                else:
+                    for q in range(lo, hi):
+                        xpad[np.uint64(row + q)] = x[np.uint64(s + q * sw)]
+                for q in range(hi, Wq):
+                    xpad[np.uint64(row + q)] = 0.0
+    if c == C - 1:
+        for q in range(base + sh * sw * size, (img + 1) * stride):
+            xpad[np.uint64(q)] = 0.0
+
+
+@njit(cache=True, nogil=True)
 def pad(x, xpad, dims):
     """xpad[img, c] = x[img, c] placed at (ph, pw) in zeros, split into sh x sw stride
     phases: padded element (r, q) goes to phase (r % sh, q % sw), at (r // sh, q // sw) of
     its Hq x Wq plane. With stride 1 that is one plane, the zero-padded image. After each
     image's last plane comes the tail the last panels' dropped columns read: zeros."""
-    n, C, H, W, Hq, Wq, ph, pw, sh, sw, stride = dims
-    size = Hq * Wq
-    for u in numba.prange(n * C):
-        img, c = u // C, u % C
-        base = img * stride + c * sh * sw * size
-        src = u * H * W
-        for ra in range(sh):
-            for rb in range(sw):
-                plane = base + (ra * sw + rb) * size
-                # the plane's columns q whose input column q sw + rb - pw lies in [0, W)
-                lo = min(Wq, max(0, (pw - rb + sw - 1) // sw))
-                hi = max(lo, min(Wq, (W - 1 + pw - rb) // sw + 1))
-                for r in range(Hq):
-                    row = plane + r * Wq
-                    at = r * sh + ra - ph
-                    if at < 0 or at >= H:
-                        for q in range(Wq):
-                            xpad[np.uint64(row + q)] = 0.0
-                        continue
-                    for q in range(lo):
-                        xpad[np.uint64(row + q)] = 0.0
-                    s = src + at * W + rb - pw
-                    if sw == 1:   # a contiguous copy, which LLVM vectorizes
-                        for q in range(lo, hi):
-                            xpad[np.uint64(row + q)] = x[np.uint64(s + q)]
-                    else:
-                        for q in range(lo, hi):
-                            xpad[np.uint64(row + q)] = x[np.uint64(s + q * sw)]
-                    for q in range(hi, Wq):
-                        xpad[np.uint64(row + q)] = 0.0
-        if c == C - 1:
-            for q in range(base + sh * sw * size, (img + 1) * stride):
-                xpad[np.uint64(q)] = 0.0
+    {launch}
 '''
 
 _PRODUCT = '''
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(nogil=True, error_model="numpy")
 def work(part, xpad, packed, offs, blocks, bias, y, dims{extra_args}):
     """Thread `part`'s share of kernel()'s units: NR pixels in the vectors, MR output
     channels broadcast."""
@@ -115,13 +120,11 @@ def work(part, xpad, packed, offs, blocks, bias, y, dims{extra_args}):
 
 _KERNEL = '''
 
-@njit(cache=True, nogil=True, parallel={parallel}, error_model="numpy")
+@njit(cache=True, nogil=True)
 def kernel(xpad, packed, offs, blocks, bias, y, dims{extra_args}):
     """y[img, m, i, j] = {what} of sum_k packed(m, k) xpad[img, offs[k] + i Wp + j]: each
-    thread's share is one call of work(), the index made an int64 (as when work() is called
-    on its own: one compile of it, not two)."""
-    for part in numba.prange(blocks.shape[0]):
-        work(np.int64(part), xpad, packed, offs, blocks, bias, y, dims{extra_args})
+    thread's share is one call of work()."""
+    {launch}
 '''
 
 
@@ -158,14 +161,16 @@ def render_direct_conv(tile: microkernel.Tile, parallel: bool, bias: bool,
         per_pixel += [ind_p + line for line in program.body_lines(compiled=True, rewrite_f32=rewrite)]
         per_pixel.append(ind_p + f"y[np.uint64(dst + j)] = {program.outputs[0]}")
         header = rewrite.header(program)
-    body = (_PRODUCT + _KERNEL).format(parallel=parallel, extra_args=extra_args, what=what,
+    launch = threads.launch(parallel, "blocks.shape[0]", "xpad, packed, offs, blocks, bias, y, dims" + extra_args)
+    body = (_PRODUCT + _KERNEL).format(launch=launch, extra_args=extra_args, what=what,
                                             per_channel="\n".join(per_channel) or ind_c + "pass",
                                             per_row="\n".join(per_row) or ind_r + "pass",
                                             per_pixel="\n".join(per_pixel))
-    return header + microkernel.source(tile) + body
+    return header + threads.header(parallel) + microkernel.source(tile) + body
 
 
 def render_pad(parallel: bool) -> str:
     """Module source defining pad(x, xpad, dims): the same for every direct convolution, so
     it compiles once (per machine: the disk cache keeps it)."""
-    return HEADER + _PAD.format(parallel=parallel)
+    return HEADER + threads.header(parallel) + _PAD.format(launch=threads.launch(parallel, "dims[0] * dims[1]",
+                                                                                   "x, xpad, dims", "pad_plane"))

@@ -12,7 +12,7 @@ so the source depends on the broadcast pattern, not on the sizes.
 """
 from __future__ import annotations
 
-from . import Vectorizer
+from . import Vectorizer, threads
 from ..elementwise import ScalarProgram
 
 # Part of every generated source: a change to blas.py's piece functions that changes
@@ -29,24 +29,24 @@ def render_gemm_epilogue(program: ScalarProgram, product_at: int, patterns: list
     others = [j for j in range(len(program.inputs)) if j != product_at]
     args = ", ".join(["parts", "image0", "a", "b", "c"] + [f"in{j}" for j in others])
     lines = [f"# GEMM pieces: ortjit.ops.blas, version {BLAS_PIECES_VERSION}",
-             "from ortjit.ops.blas import gemm_piece, split", "",
+             "from ortjit.ops.blas import gemm_piece, split",
+             threads.header(True),
              "",
-             "@njit(cache=True, nogil=True, parallel=True, error_model='numpy')",
-             f"def kernel({args}):",
+             "@njit(nogil=True, error_model='numpy')",
+             f"def work(unit, {args}):",
              "    batch, m, n = b.shape[0], a.shape[0], b.shape[2]",
              "    per, cut_n, piece = split(parts, batch, m, n)",
              "    length = n if cut_n else m",
-             "    for unit in numba.prange(batch * per):",
-             "        i = unit // per",
-             "        lo = (unit % per) * piece",
-             "        hi = min(length, lo + piece)",
-             "        if hi <= lo:",
-             "            continue",
-             "        img = image0 + i",
-             "        gemm_piece(a, b, c, i, img, cut_n, lo, hi)",
-             "        r0, r1, c0, c1 = (0, m, lo, hi) if cut_n else (lo, hi, 0, n)",
-             "        for i1 in range(r0, r1):",
-             "            row = c[img, i1, c0:c1]"]
+             "    i = unit // per",
+             "    lo = (unit % per) * piece",
+             "    hi = min(length, lo + piece)",
+             "    if hi <= lo:",
+             "        return",
+             "    img = image0 + i",
+             "    gemm_piece(a, b, c, i, img, cut_n, lo, hi)",
+             "    r0, r1, c0, c1 = (0, m, lo, hi) if cut_n else (lo, hi, 0, n)",
+             "    for i1 in range(r0, r1):",
+             "        row = c[img, i1, c0:c1]"]
     # per row: inputs that vary along pixels as row views (the inner loop indexes them
     # from 0, so Numba adds no wraparound checks and LLVM vectorizes it), the others as
     # scalars read once
@@ -54,12 +54,17 @@ def render_gemm_epilogue(program: ScalarProgram, product_at: int, patterns: list
     for j, (images, channels, pixels) in zip(others, patterns):
         at = ", ".join(["img" if images else "0", "i1" if channels else "0"])
         if pixels:
-            lines.append(f"            in{j}_row = in{j}[{at}, c0:c1]")
+            lines.append(f"        in{j}_row = in{j}[{at}, c0:c1]")
             inner.append(f"{program.inputs[j]} = in{j}_row[i2]")
         else:
-            lines.append(f"            {program.inputs[j]} = in{j}[{at}, 0]")
-    lines.append("            for i2 in range(c1 - c0):")
+            lines.append(f"        {program.inputs[j]} = in{j}[{at}, 0]")
+    lines.append("        for i2 in range(c1 - c0):")
     inner += program.body_lines(compiled=True, rewrite_f32=rewrite)
     inner.append(f"row[i2] = {program.outputs[0]}")
-    lines += ["                " + line for line in inner]
+    lines += ["            " + line for line in inner]
+    lines += ["", "",
+              "@njit(cache=True, nogil=True)",
+              f"def kernel({args}):",
+              "    per = split(parts, b.shape[0], a.shape[0], b.shape[2])[0]",
+              f"    {threads.launch(True, 'b.shape[0] * per', args)}"]
     return rewrite.header(program) + "\n".join(lines) + "\n"
