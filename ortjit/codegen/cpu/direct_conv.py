@@ -5,12 +5,12 @@ columns copied into the output with the bias added, or with a fused elementwise 
 (ops/fused_conv.py's epilogue: bias, scale and shift, residual Add, activation...) applied
 on the way, while the block is still in cache.
 
-The padded copy is one parallel kernel shared by every direct convolution (compiled once
-per machine). The product's parallel loop only calls a serial function per thread
-(work). Tried for compile time on a cold ResNet-50: the copy as a second parallel loop in
-the product's kernel (4.2 s for the module, against 1.8 + 1.7 s for two), or made by each
-thread for the images it reads, into a buffer of its own (5.1 s): Numba optimizes a
-callee's code again inside each parallel loop that calls it.
+The padded copy is one kernel shared by every direct convolution (compiled once per
+machine), its planes spread over the threads. The product's threads each call work()
+once, for their share of the panels (threads.run_parts). Tried for compile time on a cold
+ResNet-50, when both were prange loops: the copy as a second parallel loop in the
+product's kernel (4.2 s for the module, against 1.8 + 1.7 s for two), or made by each
+thread for the images it reads, into a buffer of its own (5.1 s).
 
 The kernel's own names avoid the program's (x<k>, t<k>). The program's other inputs come
 as flat arrays of a (images, channels, pixels) view whose dims are full or 1 (broadcast),
