@@ -29,6 +29,7 @@ kernel_loader.py, imported with Numba when the first kernel is made (jit.py).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -125,6 +126,7 @@ def _source_stamp(path: str) -> str:
     return stamp
 
 
+@functools.lru_cache(maxsize=1)
 def _threads_source() -> bytes:
     with open(os.path.join(os.path.dirname(__file__), "codegen", "cpu", "threads.py"), "rb") as f:
         return f.read()

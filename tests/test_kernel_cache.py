@@ -260,3 +260,28 @@ def test_loaded_kernels_do_not_import_the_modules_of_what_they_inline(tmp_path):
     assert runs[0]["ok"] and runs[1]["ok"]
     assert runs[0]["arrayobj"]          # compiling imports it, as it must
     assert not runs[1]["arrayobj"]      # loading does not
+
+
+def test_a_kernel_module_imports_from_its_bytecode_checked_by_the_source_hash(tmp_path, monkeypatch):
+    """Generated modules get hash-checked bytecode (PEP 552) even where Python writes none
+    (PYTHONDONTWRITEBYTECODE): a later process skips compiling their source, and a source
+    changed on disk is never run from stale bytecode."""
+    import importlib.util
+    import marshal
+
+    from ortjit import codecache
+    monkeypatch.setenv("ORTJIT_CACHE_DIR", str(tmp_path))
+    source = "def kernel():\n    return 41\n"
+    assert codecache.load("bytecode_probe", source)() == 41
+    path = codecache.kernel_path("bytecode_probe", source)
+    cfile = importlib.util.cache_from_source(path)
+    with open(cfile, "rb") as f:
+        data = f.read()
+    assert int.from_bytes(data[4:8], "little") & 0b11 == 0b11     # checked hash-based pyc
+    assert marshal.loads(data[16:]).co_filename == path
+    with open(path, "w") as f:     # altered behind the cache's back: the hash no longer matches
+        f.write("def kernel():\n    return 42\n")
+    spec = importlib.util.spec_from_file_location("bytecode_probe_again", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.kernel() == 42
