@@ -57,14 +57,18 @@ class ElementwiseFusionPass(ir.passes.InPlacePass):
         grouped: set = set()
         modified = False
         counter = 0
-        for root in reversed(list(graph)):
+        nodes = list(graph)
+        # where each node stood: a group's members in this order are in topological order
+        # (fusing keeps the others' order), without a walk over the graph per group
+        position = {node: k for k, node in enumerate(nodes)}
+        for root in reversed(nodes):
             if root in grouped or not _fusable(root, opsets):
                 continue
             group = self._grow(root, opsets, grouped)
             if len(group) < 2:
                 continue
             grouped.update(group)
-            self._replace(graph, root, group, counter)
+            self._replace(graph, root, group, counter, position)
             counter += 1
             modified = True
         if modified:
@@ -107,8 +111,8 @@ class ElementwiseFusionPass(ir.passes.InPlacePass):
                 out.append(v)
         return out
 
-    def _replace(self, graph: ir.Graph, root: ir.Node, group: list, counter: int) -> None:
-        order = [n for n in graph if n in set(group)]  # topological order of the members
+    def _replace(self, graph: ir.Graph, root: ir.Node, group: list, counter: int, position: dict) -> None:
+        order = sorted(group, key=position.__getitem__)  # topological order of the members
         externals = self._externals(group)
         body_inputs = []
         for k, v in enumerate(externals):
