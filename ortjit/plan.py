@@ -66,12 +66,12 @@ class Plan:
         process compiling the later ones (compile_helper.py)."""
         bar = progress.Progress(len(self.steps), "ortjit: compiling kernels") if progress.wanted(sys.stderr) else None
         first = compile_helper.FirstRun(self, inputs, bar)
-        source, namespace = _render_runner(self, hooked=True)
-        namespace["_at"] = first.at
-        exec(compile(source, f"<ortjit first run {id(self):x}>", "exec"), namespace)
         try:
             with bar if bar is not None else contextlib.nullcontext():
-                outs = namespace["run"](inputs)
+                # the step-by-step loop, not a generated function: compiling one for a
+                # single run cost as much as the loop's bookkeeping saves (0.2 ms for one
+                # node, more for hundreds)
+                outs = self._run_checked(inputs, None, None, at=first.at)
         finally:
             first.close()
         self._make_runner()
@@ -89,15 +89,18 @@ class Plan:
             config.emit(source)
         return self._runner
 
-    def _run_checked(self, inputs: list, stop, profile) -> list:
-        """run() with a terminate flag checked before each step and / or per-step timings."""
+    def _run_checked(self, inputs: list, stop, profile, at=None) -> list:
+        """run() with a terminate flag checked before each step and / or per-step timings;
+        at(k) is called before step k (the first run's hook)."""
         vals = self.template.copy()
         for slot, x in zip(self.input_slots, inputs):
             vals[slot] = x
         for slot, fresh, info in zip(self.output_slots, self.output_fresh, self.out_infos):
             if fresh:
                 vals[slot] = np.empty(info.shape, info.dtype)
-        for step in self.steps:
+        for k, step in enumerate(self.steps):
+            if at is not None:
+                at(k)
             if stop is not None and stop():
                 from .errors import Fail
                 raise Fail("Exiting due to terminate flag being set to true.")
@@ -134,14 +137,13 @@ class Plan:
         return "\n".join(lines)
 
 
-def _render_runner(plan: Plan, hooked: bool = False) -> tuple[str, dict]:
+def _render_runner(plan: Plan) -> tuple[str, dict]:
     """Source and namespace of run(inputs) -> outputs for a plan. Slot k lives in local v{k}
     once fed or returned by a step; constants and preallocated buffers are globals c{k};
     step k's kernel is f{k}. Outputs allocated per run are allocated first; a graph output
     that a return-mode kernel makes anew on every call (it says so with fn.fresh_outputs =
     True) is handed out as is when no other step reads it, it is not fed and it is not
-    returned twice: nothing else can hold its memory. Other arrays are copied out.
-    hooked: call _at(k) before step k (the first run's hook)."""
+    returned twice: nothing else can hold its memory. Other arrays are copied out."""
     ns = {"_empty": np.empty, "_ndarray": np.ndarray, "_tuple": tuple, "_isinstance": isinstance,
           "_OrtjitError": OrtjitError, "_failed": _failed, "_steps": plan.steps}
     local: set = set()
@@ -168,8 +170,6 @@ def _render_runner(plan: Plan, hooked: bool = False) -> tuple[str, dict]:
         ns[f"f{k}"] = jit.unwrap(step.fn)
         args = [ref(i) for i in step.ins]
         lines.append(f"        s = {k}  # {ascii(step.op_type)} {ascii(step.name)}")  # ascii: no line breaks
-        if hooked:
-            lines.append(f"        _at({k})")
         if step.mode == "write":
             lines.append(f"        f{k}({', '.join(args + [ref(o) for o in step.outs])})")
             continue
