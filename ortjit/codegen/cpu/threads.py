@@ -13,13 +13,15 @@ Scheduling is static, as a parfor's is: the parts are cut into min(threads, coun
 contiguous chunks of equal size; a layer hands the chunks to its threads (TBB may run two
 on one thread). One thread, or one part, runs inline on the caller's thread.
 
-`work` must not raise (compile it with error_model="numpy" and nothing that allocates):
-its status is not looked at, as no exception can cross the thread pool.
+`work` must not raise (compile it with error_model="numpy"): its status is not looked at,
+as no exception can cross the thread pool. A part whose allocation failed (depthwise's and
+softmax's small row buffers) would leave its share unwritten.
 
 Serial when the kernels are not threaded (ops/blas.threaded(): no thread-safe layer), as
 decided when the caller compiles. The disk cache keys a kernel on its source, not on that
 decision: callers compiled both ways must be told apart by name or source
-(blas.threaded_njit's serial copies, the generated modules' `# threads:` line).
+(blas.threaded_njit's serial copies; a generated module's serial build is a plain loop,
+see launch()).
 
 Kernels that call this paste FILE_HASH (generated modules) or have it in their cache key
 (kernel_cache._source_stamp): the wrapper's IR is part of their compiled code.
