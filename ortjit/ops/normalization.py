@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..jit import numba   # imported when the first kernel is (jit.py)
 from ..kernel_cache import njit
 from ..errors import NotImplemented
 from ..codegen.cpu.threads import run_parts

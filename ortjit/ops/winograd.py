@@ -20,7 +20,6 @@ import os
 
 import numpy as np
 
-from ..jit import numba   # imported when the first kernel is (jit.py)
 from ..codegen.cpu.threads import run_parts
 from ..kernel_cache import njit
 from . import blas

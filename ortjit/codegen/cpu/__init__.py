@@ -69,8 +69,8 @@ def render_elementwise(program: ScalarProgram, out_rank: int, in_shapes: list[tu
     rewrite = Vectorizer()
     # parallel: the outer loop's iterations are the parts run_parts hands to the threads
     outer = 1 if parallel else 0
-    lines = [f"@njit(nogil=True, error_model='numpy')", f"def work(i0, {args}):"] if parallel else \
-        [f"@njit(cache=True, nogil=True, error_model='numpy')", f"def kernel({args}):"]
+    lines = ["@njit(nogil=True, error_model='numpy')", f"def work(i0, {args}):"] if parallel else \
+        ["@njit(cache=True, nogil=True, error_model='numpy')", f"def kernel({args}):"]
     for k in range(outer, out_rank):
         lines.append(f"    n{k} = out0.shape[{k}]")
     indent = "    "
