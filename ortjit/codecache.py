@@ -86,8 +86,8 @@ def load(name: str, source: str, attr: str = "kernel"):
 
 def _ensure_bytecode(path: str, fresh: bool) -> None:
     """Write the module's compiled bytecode next to it, checked by the source's hash (PEP
-    552), so that a later process imports it without compiling the source again (11
-    compiles took 9 ms under cProfile in ShuffleNet's warm first run): the way Python writes
+    552), so that a later process imports it without compiling the source again (0.16-1.4
+    ms a module, median 0.26, over 40 of the cache's modules): the way Python writes
     .pyc files, which PYTHONDONTWRITEBYTECODE turns off and which would check the
     source's modification time, not its contents."""
     cfile = importlib.util.cache_from_source(path)
