@@ -82,7 +82,7 @@ class Plan:
         kernel calls in order with the values in local variables, so that a run pays for no
         per-step bookkeeping. Its source is self.runner_source (shown with ORTJIT_SHOW_CODE)."""
         source, namespace = _render_runner(self)
-        exec(compile(source, f"<ortjit plan runner {id(self):x}>", "exec"), namespace)
+        exec(codecache.compiled(source, "<ortjit plan runner>"), namespace)
         self.runner_source = source
         self._runner = namespace["run"]
         if config.showing_code():

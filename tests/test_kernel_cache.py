@@ -285,3 +285,31 @@ def test_a_kernel_module_imports_from_its_bytecode_checked_by_the_source_hash(tm
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.kernel() == 42
+
+
+def test_a_plans_runner_is_compiled_once_and_a_damaged_copy_never_loaded(tmp_path, monkeypatch):
+    """codecache.compiled keeps compiled code by its source's hash: the next process (here,
+    the next call) loads it; an entry altered on disk fails its hash and is compiled again."""
+    import builtins
+
+    from ortjit import codecache
+    monkeypatch.setenv("ORTJIT_CACHE_DIR", str(tmp_path))
+    source = "def run(inputs):\n    return [x * 2 for x in inputs]\n"
+    compiles = []
+    real_compile = builtins.compile
+    monkeypatch.setattr(builtins, "compile", lambda *a, **k: compiles.append(a[1]) or real_compile(*a, **k))
+
+    def run_of(code):
+        namespace = {}
+        exec(code, namespace)
+        return namespace["run"]([1, 2])
+
+    assert run_of(codecache.compiled(source, "<test runner>")) == [2, 4] and len(compiles) == 1
+    assert run_of(codecache.compiled(source, "<test runner>")) == [2, 4] and len(compiles) == 1
+    (entry,) = (tmp_path / "kernels" / "code").iterdir()
+    data = bytearray(entry.read_bytes())
+    data[-3] ^= 0xFF
+    entry.write_bytes(bytes(data))
+    assert run_of(codecache.compiled(source, "<test runner>")) == [2, 4] and len(compiles) == 2
+    entry.write_bytes(entry.read_bytes()[:20])    # truncated
+    assert run_of(codecache.compiled(source, "<test runner>")) == [2, 4] and len(compiles) == 3
