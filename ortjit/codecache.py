@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import marshal
 import os
 import py_compile
 import sys
@@ -22,7 +21,6 @@ written = [0]   # kernel sources this process wrote, none on disk before: their 
 _read_roots: list[str] = []   # artifacts' cache folders: their sources and entries are searched first
 _roots_lock = threading.Lock()
 _used: dict[str, str] = {}    # file name -> path, of the sources this process loaded
-_code_used: dict[str, str] = {}   # file name -> path, of the compiled code this process used
 
 
 def source_hash(source: str) -> str:
@@ -102,38 +100,6 @@ def _ensure_bytecode(path: str, fresh: bool) -> None:
         pass  # an unwritable folder: the import compiles the source, as without this
 
 
-def compiled(source: str, filename: str):
-    """compile(source, filename, "exec"), kept on disk by the source's hash (and Python's
-    bytecode version): a plan's generated runner is compiled once per machine (ShuffleNet's:
-    1.9 ms to compile, 0.14 ms from here; DenseNet-121's 3.8 and 0.39 ms). An entry is the
-    sha256 of its marshalled code, then the code: one that does not match is compiled
-    again, never loaded."""
-    name = hashlib.sha256(source.encode() + importlib.util.MAGIC_NUMBER).hexdigest()[:32] + ".code"
-    own = os.path.join(config.cache_dir(), "kernels", "code", name)
-    for path in [os.path.join(root, "kernels", "code", name) for root in read_roots()] + [own]:
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        body = data[32:]
-        if hashlib.sha256(body).digest() == data[:32]:
-            try:
-                code = marshal.loads(body)
-            except (EOFError, ValueError, TypeError):
-                continue
-            _code_used[name] = path
-            return code
-    code = compile(source, filename, "exec")
-    body = marshal.dumps(code)
-    try:
-        write_atomic(own, hashlib.sha256(body).digest() + body)
-        _code_used[name] = own
-    except OSError:
-        pass   # an unwritable cache folder costs the cache, not the run
-    return code
-
-
 def _shipped(key: str, source: str) -> str | None:
     """The file holding this source in an artifact opened by this process, if one has it."""
     for root in read_roots():
@@ -164,8 +130,7 @@ def read_roots() -> list[str]:
 
 def export(root: str) -> list[str]:
     """Copy every kernel source this process loaded into root/kernels (an artifact's), with
-    its bytecode, and the compiled runners it used into root/kernels/code; returns the
-    sources' file names."""
+    its bytecode; returns their file names."""
     folder = os.path.join(root, "kernels")
     for name, path in sorted(_used.items()):
         target = os.path.join(folder, name)
@@ -173,11 +138,6 @@ def export(root: str) -> list[str]:
             with open(path, "rb") as f:
                 write_atomic(target, f.read())
             _ensure_bytecode(target, True)
-    for name, path in sorted(_code_used.items()):
-        target = os.path.join(folder, "code", name)
-        if os.path.abspath(path) != os.path.abspath(target):
-            with open(path, "rb") as f:
-                write_atomic(target, f.read())
     return sorted(_used)
 
 

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
+import marshal
 import os
 import shutil
 import sys
@@ -82,6 +84,45 @@ def _dispatcher(fn, options: dict):
                 raise
         dispatcher.compile = compile
     return dispatcher
+
+
+def compiled(source: str, filename: str):
+    """compile(source, filename, "exec"), kept as an entry of this cache under
+    kernels/code, by the source's hash (and Python's bytecode version): a plan's generated
+    runner is compiled once per machine (ShuffleNet's: 1.7 ms to compile, 0.19 ms from
+    here; DenseNet-121's 5.1 and 0.8 ms). Entries are checked, evicted and shipped in
+    artifacts as the kernels' are."""
+    key = hashlib.sha256(source.encode() + importlib.util.MAGIC_NUMBER).hexdigest()[:32]
+    relative = os.path.join("kernels", "code", key + SUFFIX)
+    for root in [*codecache.read_roots(), config.cache_dir()]:   # artifacts' first
+        path = os.path.join(root, relative)
+        payload = _read_entry(path)
+        if payload is None:
+            continue
+        try:
+            code = marshal.loads(payload)
+        except (EOFError, ValueError, TypeError) as e:
+            _discard(path, f"could not be loaded ({type(e).__name__}: {e})")
+            continue
+        _touch(path)
+        with _lock:
+            _used[relative] = path
+        return code
+    code = compile(source, filename, "exec")
+    payload = marshal.dumps(code)
+    root = config.cache_dir()
+    try:
+        write_entry(os.path.join(root, relative), payload)
+    except OSError as e:
+        _warn_once(root, f"ortjit: cannot write compiled kernels under {root} ({e}); "
+                   "they will be compiled again in each process")
+        with _lock:
+            _unsaved[relative] = payload
+        return code
+    with _lock:
+        _used[relative] = os.path.join(root, relative)
+    _after_save(root)
+    return code
 
 
 def export(root: str) -> dict[str, int]:

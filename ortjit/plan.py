@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from . import codecache, compile_helper, config, irutil, jit, progress, subgraph
+from . import codecache, compile_helper, config, irutil, jit, kernel_cache, progress, subgraph
 from .errors import InvalidGraph, OrtjitError, RuntimeException
 from .ops.base import Info, NeedsRuntimeValue
 
@@ -82,7 +82,7 @@ class Plan:
         kernel calls in order with the values in local variables, so that a run pays for no
         per-step bookkeeping. Its source is self.runner_source (shown with ORTJIT_SHOW_CODE)."""
         source, namespace = _render_runner(self)
-        exec(codecache.compiled(source, "<ortjit plan runner>"), namespace)
+        exec(kernel_cache.compiled(source, "<ortjit plan runner>"), namespace)
         self.runner_source = source
         self._runner = namespace["run"]
         if config.showing_code():

@@ -288,11 +288,12 @@ def test_a_kernel_module_imports_from_its_bytecode_checked_by_the_source_hash(tm
 
 
 def test_a_plans_runner_is_compiled_once_and_a_damaged_copy_never_loaded(tmp_path, monkeypatch):
-    """codecache.compiled keeps compiled code by its source's hash: the next process (here,
-    the next call) loads it; an entry altered on disk fails its hash and is compiled again."""
+    """kernel_cache.compiled keeps compiled code by its source's hash: the next process
+    (here, the next call) loads it; an entry altered on disk fails its hash and is compiled
+    again."""
     import builtins
 
-    from ortjit import codecache
+    from ortjit import kernel_cache
     monkeypatch.setenv("ORTJIT_CACHE_DIR", str(tmp_path))
     source = "def run(inputs):\n    return [x * 2 for x in inputs]\n"
     compiles = []
@@ -304,12 +305,12 @@ def test_a_plans_runner_is_compiled_once_and_a_damaged_copy_never_loaded(tmp_pat
         exec(code, namespace)
         return namespace["run"]([1, 2])
 
-    assert run_of(codecache.compiled(source, "<test runner>")) == [2, 4] and len(compiles) == 1
-    assert run_of(codecache.compiled(source, "<test runner>")) == [2, 4] and len(compiles) == 1
+    assert run_of(kernel_cache.compiled(source, "<test runner>")) == [2, 4] and len(compiles) == 1
+    assert run_of(kernel_cache.compiled(source, "<test runner>")) == [2, 4] and len(compiles) == 1
     (entry,) = (tmp_path / "kernels" / "code").iterdir()
     data = bytearray(entry.read_bytes())
     data[-3] ^= 0xFF
     entry.write_bytes(bytes(data))
-    assert run_of(codecache.compiled(source, "<test runner>")) == [2, 4] and len(compiles) == 2
+    assert run_of(kernel_cache.compiled(source, "<test runner>")) == [2, 4] and len(compiles) == 2
     entry.write_bytes(entry.read_bytes()[:20])    # truncated
-    assert run_of(codecache.compiled(source, "<test runner>")) == [2, 4] and len(compiles) == 3
+    assert run_of(kernel_cache.compiled(source, "<test runner>")) == [2, 4] and len(compiles) == 3
