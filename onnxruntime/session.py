@@ -151,8 +151,8 @@ class InferenceSession(Session):
                 events.append({"cat": "Node", "pid": os.getpid(), "tid": 0, "dur": us(s1) - us(s0), "ts": us(s0),
                                "ph": "X", "name": f"{step.name}_kernel_time",
                                "args": {"op_name": step.op_type, "provider": _PROVIDER,
-                                        "output_type_shape": [{str(i.dtype): list(i.shape or ())}
-                                                              for i in step.out_infos]}})
+                                        "input_type_shape": _type_shapes(step.in_infos),
+                                        "output_type_shape": _type_shapes(step.out_infos)}})
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(self._profile_start_wall))
         path = f"{self._sess_options.profile_file_prefix}_{stamp}.json"
         with open(path, "w") as f:
@@ -162,6 +162,16 @@ class InferenceSession(Session):
 
     def get_profiling_start_time_ns(self) -> int:
         return int(self._profile_start_wall * 1e9)
+
+
+_TRACE_TYPE_NAMES = {"float32": "float", "float64": "double", "object": "string"}
+
+
+def _type_shapes(infos) -> list:
+    """ONNX Runtime's trace form of tensor types and shapes, [{"float": [1, 3, 224, 224]}, ...]
+    (its names: float, double, string, else numpy's); a shape known only when the step
+    runs is []."""
+    return [{_TRACE_TYPE_NAMES.get(str(i.dtype), str(i.dtype)): list(i.shape or ())} for i in infos]
 
 
 def _check_providers(providers) -> list:

@@ -34,6 +34,7 @@ class Step:
     mode: str            # 'write' or 'return'
     out_infos: list
     source: str | None = None   # generated kernel source, when the kernel is generated
+    in_infos: list = field(default_factory=list)   # Info per present input (for the profile)
 
 
 @dataclass
@@ -271,7 +272,7 @@ def build_plan(graph: ir.Graph, opsets: dict, feed_infos: dict, overridden: froz
             infos[v] = Info(info.shape, info.dtype, dynamic=info.dynamic)
         mode = "return" if dynamic else op.mode
         steps.append(Step(ctx.name, node.op_type, fn, in_slots, [slots(v) for v in node.outputs], mode,
-                          out_infos, getattr(fn, "source", None)))
+                          out_infos, getattr(fn, "source", None), present))
     output_slots = [slots(v) for v in graph.outputs]
     out_infos = [infos[v] for v in graph.outputs]
     produced_by_write = {o for s in steps if s.mode == "write" for o in s.outs}

@@ -80,6 +80,37 @@ def test_batchnorm_folding_keeps_results(bn_first):
         assert [ops for _, ops in compiled.fused_groups()] == [["Conv", "Add", "Relu"], ["Conv", "Add", "Add", "Relu"]]
 
 
+@pytest.mark.parametrize("scale_shape, shift_shape, folds", [
+    ((8, 1, 1), (8, 1, 1), True),          # Inception v2's BN -> Mul -> Add
+    ((1, 8, 1, 1), (1,), True),            # leading 1s, a scalar
+    ((), (8, 1, 1), True),
+    ((8,), (8, 1, 1), False),              # (8,) lines up with the width (8): not per channel
+    ((1, 1, 10, 1), (8, 1, 1), False),     # per row
+    ((1, 1, 8, 1, 1), (8, 1, 1), False),   # would raise the rank
+])
+def test_per_channel_mul_and_add_fold_into_conv(scale_shape, shift_shape, folds):
+    """Conv -> BN -> Mul(constant) -> Add(constant) -> Relu, constants first or second:
+    per-channel ones go into the Conv's weights and bias (ONNX Runtime's ConvMulFusion and
+    ConvAddFusion), anything else stays a node, with the same results either way."""
+    c = 8
+    bn = {k: (RNG.uniform(0.5, 1.5, c) if k in ("s", "v") else RNG.uniform(-0.5, 0.5, c)).astype(np.float32)
+          for k in ("s", "o", "m", "v")}
+    inits = {"w": rand(c, 4, 3, 3), "scale": rand(*scale_shape), "shift": rand(*shift_shape), **bn}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["t0"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["t0", "s", "o", "m", "v"], ["t1"]),
+             helper.make_node("Mul", ["scale", "t1"], ["t2"]),
+             helper.make_node("Add", ["t2", "shift"], ["t3"]),
+             helper.make_node("Relu", ["t3"], ["y"])]
+    m = model(nodes, ["N", 4, 10, 8], None, inits)
+    x = rand(2, 4, 10, 8)
+    assert_matches_reference(m, {"x": x}, rtol=1e-4, atol=1e-5)
+    groups = [ops for _, ops in CompiledModel(m.SerializeToString()).fused_groups()]
+    if folds:
+        assert groups == [["Conv", "Add", "Relu"]], groups
+    else:
+        assert "Mul" in groups[0], groups
+
+
 def test_batchnorm_is_kept_at_level_zero_and_in_training_mode():
     m = resnet_block()
     opts = ort.SessionOptions()

@@ -167,6 +167,9 @@ def test_profiling_writes_ort_style_trace(tmp_path, model_path):
     nodes = [e for e in events if e["cat"] == "Node"]
     assert len(runs) == 3 and nodes
     assert all(e["ph"] == "X" and e["dur"] >= 0 and "op_name" in e["args"] for e in nodes)
+    # ONNX Runtime's type and shape records, by which tools tell the nodes apart
+    assert all(e["args"]["input_type_shape"] and e["args"]["output_type_shape"] for e in nodes)
+    assert {"float": [3, 4]} in nodes[0]["args"]["input_type_shape"]
 
 
 def test_ort_values_and_io_binding(model_path):

@@ -1,10 +1,14 @@
-"""Conv + BatchNormalization folding, and moving Conv/Gemm biases into elementwise epilogues.
+"""Conv + BatchNormalization (and per-channel Mul, Add) folding, and moving Conv/Gemm biases
+into elementwise epilogues.
 
 Inference-mode BatchNormalization is y = x * s + t per channel, with s = scale / sqrt(var + eps)
 and t = B - mean * s. Right after a Conv whose weights are constants and whose result
 nothing else reads, s and t go into the Conv's weights and bias: the BatchNormalization
 costs nothing at run time. Anywhere else it becomes Mul and Add by per-channel constants,
 which elementwise fusion then merges with the ReLU (or whatever follows) into one loop.
+A Mul or Add by a per-channel (or scalar) constant right after such a Conv folds the same
+way, as ONNX Runtime's ConvMulFusion and ConvAddFusion do: Inception v2 follows every
+BatchNormalization with one of each.
 
 A Conv's bias is a separate pass over its output (numpy adds it after the GEMM). When an
 elementwise node reads the Conv's result and nothing else does, the bias becomes an Add in
@@ -67,7 +71,7 @@ class _Rewriter:
 
 
 def _bn_affine(node: ir.Node, inputs: set):
-    """(s, t) of an inference-mode BatchNormalization with constant parameters, else None."""
+    """(x, s, t, dtype) of an inference-mode BatchNormalization with constant parameters, else None."""
     if not _is_op(node, "BatchNormalization") or len(node.inputs) != 5:
         return None
     attrs = {k: a.value for k, a in node.attributes.items()}
@@ -88,7 +92,34 @@ def _bn_affine(node: ir.Node, inputs: set):
         return None
     eps = node.attributes.get("epsilon")
     s = scale / np.sqrt(var + (eps.value if eps is not None else 1e-5))
-    return s, b - mean * s, dtype
+    return x, s, b - mean * s, dtype
+
+
+def _channel_affine(node: ir.Node, inputs: set):
+    """(x, s, t, dtype) of Mul(X, c) or Add(X, c), either order, where c is a constant that
+    broadcasts per channel of X without changing X's shape: (C, 1, ..., 1) with at most X's
+    rank - 1 dims, a scalar, or either with a leading 1 for the batch axis."""
+    if not (_is_op(node, "Mul") or _is_op(node, "Add")) or len(node.inputs) != 2:
+        return None
+    for x, c in ((node.inputs[0], node.inputs[1]), (node.inputs[1], node.inputs[0])):
+        c = _const(c, inputs)
+        if c is not None and x is not None and x.shape is not None and len(x.shape) >= 3 and \
+                isinstance(x.shape[1], int):
+            break
+    else:
+        return None
+    dtype, channels, rank = irutil.numpy_dtype(x), x.shape[1], len(x.shape)
+    dims = list(c.shape)
+    if len(dims) == rank and dims[0] == 1:   # the batch axis, broadcast
+        dims.pop(0)
+    if c.dtype != dtype or dtype not in _FLOATS or len(dims) > rank - 1 or any(d != 1 for d in dims[1:]):
+        return None
+    if dims and dims[0] != 1 and (len(dims) < rank - 1 or dims[0] != channels):   # not the channel axis
+        return None
+    vec = np.broadcast_to(c.reshape(-1).astype(np.float64), (channels,))
+    if _is_op(node, "Mul"):
+        return x, vec, np.zeros(channels), dtype
+    return x, np.ones(channels), vec, dtype
 
 
 def _per_channel(vec: np.ndarray, rank: int, dtype) -> np.ndarray:
@@ -96,38 +127,41 @@ def _per_channel(vec: np.ndarray, rank: int, dtype) -> np.ndarray:
 
 
 class ConvBatchNormPass(ir.passes.InPlacePass):
-    """Folds inference BatchNormalization into the Conv before it, else into Mul + Add."""
+    """Folds inference BatchNormalization into the Conv before it, else into Mul + Add; folds
+    a per-channel constant Mul or Add into the Conv before it."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         inputs = set(graph.inputs)
         rw = _Rewriter(graph)
         modified = False
-        for bn in list(graph):
-            affine = _bn_affine(bn, inputs)
+        for node in list(graph):
+            affine = _bn_affine(node, inputs) or _channel_affine(node, inputs)
             if affine is None:
                 continue
-            s, t, dtype = affine
-            x, y = bn.inputs[0], bn.outputs[0]
+            x, s, t, dtype = affine
+            y = node.outputs[0]
             conv = x.producer()
-            if _is_op(conv, "Conv") and _sole_use(x, bn) and self._fold_into_conv(rw, conv, s, t, inputs):
+            if _is_op(conv, "Conv") and _sole_use(x, node) and self._fold_into_conv(rw, conv, s, t, inputs):
                 conv.outputs[0].shape, conv.outputs[0].type = y.shape, y.type
                 y.replace_all_uses_with(conv.outputs[0], replace_graph_outputs=True)
                 name = y.name
-                graph.remove(bn, safe=True)
+                graph.remove(node, safe=True)
                 conv.outputs[0].name = name
-            else:
+            elif _is_op(node, "BatchNormalization"):
                 rank = len(x.shape)
-                mul = rw.insert_after(bn, "Mul", [x, rw.constant(_per_channel(s, rank, dtype), f"{bn.name}_scale")],
-                                      f"{bn.name}_mul")
+                mul = rw.insert_after(node, "Mul", [x, rw.constant(_per_channel(s, rank, dtype), f"{node.name}_scale")],
+                                      f"{node.name}_mul")
                 add = rw.insert_after(mul, "Add", [mul.outputs[0], rw.constant(_per_channel(t, rank, dtype),
-                                                                               f"{bn.name}_shift")], f"{bn.name}_add")
+                                                                               f"{node.name}_shift")], f"{node.name}_add")
                 mul.outputs[0].shape, mul.outputs[0].type = y.shape, y.type
                 add.outputs[0].shape, add.outputs[0].type = y.shape, y.type
                 y.replace_all_uses_with(add.outputs[0], replace_graph_outputs=True)
                 name = y.name
-                graph.remove(bn, safe=True)
+                graph.remove(node, safe=True)
                 add.outputs[0].name = name
+            else:   # a Mul or Add that stays as it is
+                continue
             modified = True
         return ir.passes.PassResult(model, modified)
 
@@ -140,9 +174,10 @@ class ConvBatchNormPass(ir.passes.InPlacePass):
             return False
         # in the weights' own type, as ONNX Runtime folds: the scale rounded once, then each
         # product (a float64 detour cost 0.2 s of ResNet-50's session for half an ulp)
-        new_w = w * s.astype(w.dtype).reshape((-1,) + (1,) * (w.ndim - 1))
         new_b = ((b.astype(np.float64) if b is not None else 0.0) * s + t).astype(w.dtype)
-        conv.replace_input_with(1, rw.constant(new_w, f"{conv.name}_W_bn"))
+        if np.any(s != 1):   # an Add leaves the weights as they are
+            new_w = w * s.astype(w.dtype).reshape((-1,) + (1,) * (w.ndim - 1))
+            conv.replace_input_with(1, rw.constant(new_w, f"{conv.name}_W_bn"))
         if len(conv.inputs) < 3:
             conv.resize_inputs(3)
         conv.replace_input_with(2, rw.constant(new_b, f"{conv.name}_B_bn"))
