@@ -184,7 +184,8 @@ class CompiledModel:
 
     # ---- looking inside
     def fused_groups(self) -> list[tuple[str, list[str]]]:
-        return [(n.name, ["Conv"] * (n.op_type == "FusedConv") + [b.op_type for b in n.attributes["body"].value])
+        producer = {"FusedConv": ["Conv"], "FusedMatMul": ["MatMul"]}
+        return [(n.name, producer.get(n.op_type, []) + [b.op_type for b in n.attributes["body"].value])
                 for n in self.ir.graph if n.domain == "ortjit"]
 
     def kernel_sources(self) -> dict[str, str]:

@@ -1,7 +1,8 @@
-"""MatMul and Gemm: the work goes to BLAS through ops/blas.py (on Numba's threads), writing in place."""
+"""MatMul and Gemm: the work goes to BLAS through ops/blas.py (on Numba's threads), writing
+in place; float32 products with constant weights to ops/packed_gemm.py."""
 import numpy as np
 
-from . import blas
+from . import blas, packed_gemm
 from .base import Info, Op, broadcast_shapes
 from .registry import register
 
@@ -33,6 +34,14 @@ class MatMul(Op):
 
     def kernel(self, ctx):
         sa, sb = ctx.inputs[0].shape, ctx.inputs[1].shape
+        if len(sa) >= 2 and len(sb) == 2 and ctx.inputs[1].static and \
+                packed_gemm.usable(ctx.inputs[0].dtype, int(np.prod(sa[:-1])), *sb):
+            gemm = packed_gemm.PackedGemm(ctx.inputs[1].value, int(np.prod(sa[:-1])))
+
+            def packed(a, b, y):
+                gemm(a, y)
+            packed.source = gemm.source
+            return packed
         if len(sa) > 2 and len(sb) == 2:
             # [..., M, K] x [K, N]: one GEMM over the stacked rows instead of one per batch entry
             k, n = sb
@@ -95,9 +104,18 @@ class Gemm(Op):
             scaled_c = (np.multiply(c_info.value, beta, casting="unsafe", dtype=out.dtype) if fixed_c
                         else np.empty(c_info.shape, out.dtype))
 
+        b_info = ctx.inputs[1]
+        gemm = None
+        if not ta and alpha == 1.0 and b_info.static and packed_gemm.usable(b_info.dtype, *out.shape[:1],
+                                                                             *b_info.shape[::-1 if tb else 1]):
+            gemm = packed_gemm.PackedGemm(b_info.value.T if tb else b_info.value, out.shape[0])
+
         def run(a, b, *rest):  # (a, b, y), or (a, b, c, y) where c may be None (omitted)
             y = rest[-1]
-            blas.matmul(a.T if ta else a, b.T if tb else b, y, alpha=alpha)
+            if gemm is not None:
+                gemm(a, y)
+            else:
+                blas.matmul(a.T if ta else a, b.T if tb else b, y, alpha=alpha)
             if use_c:
                 if scaled_c is None:
                     y += rest[0]
@@ -105,4 +123,6 @@ class Gemm(Op):
                     if not fixed_c:
                         np.multiply(rest[0], beta, out=scaled_c, casting="unsafe")
                     y += scaled_c
+        if gemm is not None:
+            run.source = gemm.source
         return run
