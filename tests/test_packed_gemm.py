@@ -56,7 +56,7 @@ def test_matmul_with_constant_weights_matches_reference(data):
 
 
 def mlp_block(rows, k, n, tail, lead=()):
-    """MatMul(x, W) + bias followed by a tail: 'gelu' (erf form), 'residual' (Add of an
+    """MatMul(x, W) + bias followed by a tail: 'bias' (none), 'gelu' (erf form), 'residual' (Add of an
     input of the output's shape), 'per_row' (Mul by an (..., M, 1) input), 'scalar' (Mul by
     a 0-d constant) or 'per_batch' (Add of a (B, 1, N) input: not a block pattern, so the
     loop runs after the product)."""
@@ -65,7 +65,9 @@ def mlp_block(rows, k, n, tail, lead=()):
              "b": RNG.standard_normal(n).astype(np.float32)}
     inputs = {"x": np.zeros((*lead, rows, k), np.float32)}
     nodes = [helper.make_node("MatMul", ["x", "w"], ["p"]), helper.make_node("Add", ["p", "b"], ["h"])]
-    if tail == "gelu":
+    if tail == "bias":   # the Add alone (a transformer's QKV projection)
+        nodes[-1] = helper.make_node("Add", ["p", "b"], ["out"])
+    elif tail == "gelu":
         inits.update(c=np.float32(2 ** -0.5), half=np.float32(0.5), one=np.float32(1.0))
         nodes += [helper.make_node("Mul", ["h", "c"], ["s"]), helper.make_node("Erf", ["s"], ["e"]),
                   helper.make_node("Add", ["e", "one"], ["e1"]), helper.make_node("Mul", ["h", "e1"], ["g"]),
@@ -88,7 +90,7 @@ def mlp_block(rows, k, n, tail, lead=()):
 
 
 @packed_here
-@pytest.mark.parametrize("tail, lead", [("gelu", ()), ("gelu", (3,)), ("residual", (2,)), ("per_row", (2,)),
+@pytest.mark.parametrize("tail, lead", [("bias", (2,)), ("gelu", ()), ("gelu", (3,)), ("residual", (2,)), ("per_row", (2,)),
                                         ("scalar", ()), ("per_batch", (2,))])
 def test_fused_matmul_applies_the_loop_as_blocks_are_copied_out(tail, lead):
     model, feed = mlp_block(37, 200, 75, tail, lead)

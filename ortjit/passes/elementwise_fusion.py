@@ -51,6 +51,21 @@ def _same_shape(a: ir.Value, b: ir.Value) -> bool:
         all(d is not None and not (isinstance(d, ir.SymbolicDim) and d.value is None) for d in a.shape)
 
 
+def _reads_weighted_product(node: ir.Node) -> bool:
+    """Whether the node is the only reader of a MatMul's product by constant 2-D weights.
+    Alone it still becomes a fused loop, which passes/conv_epilogue.py then runs inside
+    the MatMul (ortjit.FusedMatMul): a transformer's QKV projection's bias Add."""
+    for v in node.inputs:
+        mm = v.producer() if v is not None else None
+        if mm is None or mm.op_type != "MatMul" or mm.domain not in ("", "ai.onnx") or v.is_graph_output():
+            continue
+        b = mm.inputs[1]
+        if len(v.uses()) == 1 and b is not None and b.const_value is not None and not b.is_graph_input() \
+                and b.shape is not None and len(b.shape) == 2:
+            return True
+    return False
+
+
 class ElementwiseFusionPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph, opsets = model.graph, model.opset_imports
@@ -65,7 +80,7 @@ class ElementwiseFusionPass(ir.passes.InPlacePass):
             if root in grouped or not _fusable(root, opsets):
                 continue
             group = self._grow(root, opsets, grouped)
-            if len(group) < 2:
+            if len(group) < 2 and not _reads_weighted_product(root):
                 continue
             grouped.update(group)
             self._replace(graph, root, group, counter, position)
