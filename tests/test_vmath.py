@@ -73,3 +73,27 @@ def test_softmax_rows_kernel_matches_numpy_with_nonfinite_rows(dtype, n):
     # float32: x - max rounds to float32 before the exp, so tiny results (exp(-80)) carry
     # a relative error of about 80 * 6e-8, as numpy's own float32 softmax does
     np.testing.assert_allclose(got, want.astype(dtype), rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-30)
+
+
+def test_softmax_rows_with_the_vector_row_max():
+    """Softmax's float32 rows take their max from codegen/cpu/vreduce.py's row_max: every
+    length around the 16-lane vectors, the max anywhere in the row, and a NaN or +inf in a
+    row turning that row (only) NaN, as numpy's formula does."""
+    rng = np.random.default_rng(3)
+    graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None])])
+    sess = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+                                .SerializeToString())
+    for n in [1, 2, 15, 16, 17, 31, 32, 33, 100, 1000]:
+        x = (rng.standard_normal((600, n)) * 20).astype(np.float32)
+        x[np.arange(600), rng.integers(0, n, 600)] += 60   # the max at a random place per row
+        x[5, n // 2] = np.nan
+        x[7, n - 1] = np.inf
+        with np.errstate(invalid="ignore"):
+            e = np.exp(x.astype(np.float64) - x.astype(np.float64).max(axis=1, keepdims=True))
+            want = e / e.sum(axis=1, keepdims=True)
+        want[5] = np.nan   # numpy's max is NaN there; ours skips it, then exp(NaN) poisons the sum
+        got = sess.run(None, {"x": x})[0]
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
+        assert np.isnan(got[5]).all() and np.isnan(got[7]).all() and not np.isnan(np.delete(got, [5, 7], 0)).any()
