@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import codecache, jit
+from .. import codecache
 from ..jit import numba   # imported when the first kernel is (jit.py)
 from ..codegen.cpu import microkernel
 from ..codegen.cpu.packed_gemm import KC, render_packed_gemm
