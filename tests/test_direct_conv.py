@@ -128,7 +128,9 @@ def test_winograd_keeps_wide_3x3_convolutions_and_direct_takes_narrow_ones():
     assert not direct_conv.worthwhile(f32, 1, [1, 1], [1, 1], [1, 1], 1, 64, 256, [56, 56])    # one GEMM on the BLAS
     assert direct_conv.worthwhile(f32, 1, [3, 3], [2, 2], [1, 1], 1, 128, 128, [28, 28])        # stride 2: phases
     assert not direct_conv.worthwhile(f32, 1, [3, 3], [5, 5], [1, 1], 1, 64, 64, [12, 12])     # stride 5: im2col
-    assert not direct_conv.worthwhile(f32, 1, [3, 3], [1, 1], [1, 1], 1, 64, 256, [13, 13])   # 195 columns of 240
+    assert direct_conv.worthwhile(f32, 1, [3, 3], [1, 1], [1, 1], 1, 64, 256, [13, 13])   # 193 columns of 208
+    assert direct_conv.worthwhile(f32, 1, [3, 3], [1, 1], [1, 1], 1, 512, 512, [7, 7])   # weights streamed
+    assert not direct_conv.worthwhile(f32, 1, [3, 3], [1, 1], [1, 1], 8, 512, 512, [7, 7])   # shared by 8
     assert not direct_conv.worthwhile(f32, 1, [3, 3], [2, 2], [1, 1], 1, 3, 64, [111, 111])   # 27 terms a sum
     assert not direct_conv.worthwhile(f32, 2, [3, 3], [1, 1], [1, 1], 1, 64, 64, [28, 28])     # groups
     assert not direct_conv.worthwhile(np.float64, 1, [3, 3], [1, 1], [1, 1], 1, 64, 64, [28, 28])

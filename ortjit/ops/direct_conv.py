@@ -67,7 +67,12 @@ def worthwhile(dtype, group, kernel, strides, dilations, n, c, m, out) -> bool:
         return False
     winograd_case = list(kernel) == [3, 3] and list(strides) == list(dilations) == [1, 1] and \
         winograd.worthwhile(n, c, m, out)
-    if winograd_case and c >= 128 and m >= 64:
+    # Winograd's transformed weights are 16/9 of the weights: where few output pixels share
+    # them (7x7 at batch 1), streaming them from memory is the cost. Chains of 3x3 convs at
+    # 7x7 (weights far past the caches), against Winograd: 192 channels 12.7-15.6 ms
+    # against 21.1-23.4, 512 channels 18.0-20.3 against 29.6-30.0 (ONNX Runtime 17.3-18.6);
+    # at 14x14 (128 channels) no clear winner, Winograd kept
+    if winograd_case and c >= 128 and m >= 64 and n * int(np.prod(out)) > 128:
         return False
     if c * int(np.prod(kernel)) < 48:
         # a short sum per output (SqueezeNet's first layer: 3 channels of 3x3, 27 terms)
@@ -77,8 +82,9 @@ def worthwhile(dtype, group, kernel, strides, dilations, n, c, m, out) -> bool:
     oh, ow = ([1] + list(out))[-2:]
     reach = (list(kernel)[-1] - 1) * list(dilations)[-1]
     wq = ow + -(-reach // list(strides)[-1])
-    # where most of the last panel of each image is wasted (13x13: 195 columns of 240,
-    # measured 1.04-1.14x of im2col's time inside SqueezeNet), im2col's GEMM does better
+    # where most of the last panel of each image would be wasted, im2col's GEMM does better
+    # (13x13 at full panels: 195 columns of 240, 1.04-1.14x of im2col inside SqueezeNet; the
+    # last panel now runs only the vectors it needs, 208 columns, about even with im2col)
     return _efficiency(oh, ow, wq, m) >= 0.72
 
 
@@ -86,7 +92,8 @@ def _efficiency(oh: int, ow: int, wq: int, m: int) -> float:
     """The share of the multiply-adds that make output: pixels are computed in whole panels
     of NR at the padded width wq (its extra columns dropped), channels in panels of MR."""
     tile = microkernel.host_tile()
-    used, computed = oh * ow, -(-oh * wq // tile.cols) * tile.cols
+    span = (oh - 1) * wq + ow   # the last panel runs only the vectors that reach its last pixel
+    used, computed = oh * ow, span // tile.cols * tile.cols + -(-(span % tile.cols) // tile.lanes) * tile.lanes
     return used / computed * m / (-(-m // tile.rows) * tile.rows)
 
 

@@ -84,6 +84,7 @@ def work(part, xpad, packed, offs, blocks, bias, y, dims{extra_args}):
     a_base, o_base, x_base = packed.ctypes.data, offs.ctypes.data, xpad.ctypes.data
     block = blocks[part]
     c_base = block.ctypes.data
+    last = (oh - 1) * Wp + ow   # an image's computed columns that hold output
     u = lo
     while u < hi:
         mc = u // panels
@@ -96,10 +97,10 @@ def work(part, xpad, packed, offs, blocks, bias, y, dims{extra_args}):
                 pq = q % panels
                 x_at = x_base + ((pq // panels_per_image) * stride + (pq % panels_per_image) * NR) * 4
                 c_at = c_base + (q - u) * NR * 4
+                # an image's last panel: the vectors that reach its last output pixel
+                vectors = (min(NR, last - (pq % panels_per_image) * NR) + LANES - 1) // LANES
                 for mp in range(m_lo // MR, m_hi // MR):
-                    _microkernel(kc, a_base + (kb * m_panels + mp) * panel_bytes, x_at, o_base + k0 * 8,
-                                 c_at + mp * MR * ldc * 4, ldc, kb)
-        # the group's valid columns into y, while the block is in cache
+{call}        # the group's valid columns into y, while the block is in cache
         for q in range(u, end):
             pq = q % panels
             img, col = pq // panels_per_image, (pq % panels_per_image) * NR
@@ -162,11 +163,13 @@ def render_direct_conv(tile: microkernel.Tile, parallel: bool, bias: bool,
         per_pixel.append(ind_p + f"y[np.uint64(dst + j)] = {program.outputs[0]}")
         header = rewrite.header(program)
     launch = threads.launch(parallel, "blocks.shape[0]", "xpad, packed, offs, blocks, bias, y, dims" + extra_args)
-    body = (_PRODUCT + _KERNEL).format(launch=launch, extra_args=extra_args, what=what,
+    call = microkernel.call_by_vectors(tile, " " * 20, "kc, a_base + (kb * m_panels + mp) * panel_bytes, x_at, "
+                                       "o_base + k0 * 8, c_at + mp * MR * ldc * 4, ldc, kb")
+    body = (_PRODUCT + _KERNEL).format(launch=launch, extra_args=extra_args, what=what, call=call,
                                             per_channel="\n".join(per_channel) or ind_c + "pass",
                                             per_row="\n".join(per_row) or ind_r + "pass",
                                             per_pixel="\n".join(per_pixel))
-    return header + threads.header(parallel) + microkernel.source(tile) + body
+    return header + threads.header(parallel) + microkernel.source(tile) + microkernel.narrower_source(tile) + body
 
 
 def render_pad(parallel: bool) -> str:

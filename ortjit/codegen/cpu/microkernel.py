@@ -85,6 +85,25 @@ def source(tile: Tile) -> str:
             f"MR, NR = {tile.rows}, {tile.cols}\n\n")
 
 
+def narrower_source(tile: Tile) -> str:
+    """Lines for a generated module: `_microkernel_<v>` for each v < the tile's vectors, the
+    same kernel over the first v vectors of each row of B, for a last panel with fewer
+    valid columns (its B stride unchanged), and LANES."""
+    return "".join(f"_microkernel_{v} = _build_microkernel({tile.rows}, {v}, {tile.lanes})\n"
+                   for v in range(1, tile.vectors)) + f"LANES = {tile.lanes}\n"
+
+
+def call_by_vectors(tile: Tile, indent: str, args: str) -> str:
+    """Source that calls the micro-kernel with `args` over `vectors` vectors of B (a
+    variable of the generated code: the full tile's when it is not smaller)."""
+    lines = []
+    for v in range(1, tile.vectors):
+        lines += [f"{indent}{'if' if v == 1 else 'elif'} vectors == {v}:", f"{indent}    _microkernel_{v}({args})"]
+    if not lines:
+        return f"{indent}_microkernel({args})\n"
+    return "\n".join(lines + [f"{indent}else:", f"{indent}    _microkernel({args})"]) + "\n"
+
+
 @functools.lru_cache(maxsize=None)
 def build(rows: int, vectors: int, lanes: int):
     """The intrinsic _microkernel(kc, a, b, offs, c, ldc, accumulate), all int64: a, b,

@@ -58,9 +58,7 @@ def work(part, a, packed, offs, a_packs, blocks, c, dims{extra_args}):
             for k0 in range(0, k, KC):
                 kc = min(KC, k - k0)
                 a_at, b_at = a_base + ((q - q_lo) * k + k0) * MR * 4, b_base + (p * k + k0) * NR * 4
-{tails}                else:
-                    _microkernel(kc, a_at, b_at, o_base, c_base, NR, k0)
-            for i in range(min(MR, m - m0)):
+{call}            for i in range(min(MR, m - m0)):
                 row = m0 + i
                 dst = row * n + n0
 {per_row}
@@ -108,14 +106,10 @@ def render_packed_gemm(tile: microkernel.Tile, parallel: bool, program: ScalarPr
     launch = threads.launch(parallel, "dims[3]", args)
     # a panel of fewer than NR valid columns (N = 256: 5 full panels and 16 columns) runs
     # the micro-kernel with just the vectors it needs; B's panel stride stays NR
-    tails = "".join(f"                {'if' if v == 1 else 'elif'} vectors == {v}:\n"
-                    f"                    _microkernel_{v}(kc, a_at, b_at, o_base, c_base, NR, k0)\n"
-                    for v in range(1, tile.vectors))
-    tail_kernels = "".join(f"_microkernel_{v} = _build_microkernel({tile.rows}, {v}, {tile.lanes})\n"
-                           for v in range(1, tile.vectors))
-    body = (_WORK + _KERNEL).format(extra_args=extra_args, what=what, tails=tails or "                if False:\n                    pass\n",
+    call = microkernel.call_by_vectors(tile, " " * 16, "kc, a_at, b_at, o_base, c_base, NR, k0")
+    body = (_WORK + _KERNEL).format(extra_args=extra_args, what=what, call=call,
                                     what_short="the program" if program is not None else "the value",
                                     per_row="\n".join(per_row) or ind_r + "pass",
                                     per_pixel="\n".join(per_pixel), launch=launch)
     return ("# GEMM with B packed once: ortjit/codegen/cpu/packed_gemm.py\n" + header + threads.header(parallel)
-            + microkernel.source(tile) + tail_kernels + f"KC, LANES = {KC}, {tile.lanes}\n" + body)
+            + microkernel.source(tile) + microkernel.narrower_source(tile) + f"KC = {KC}\n" + body)
