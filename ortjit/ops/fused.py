@@ -1,9 +1,31 @@
 """ortjit.FusedElementwise: a body subgraph of elementwise nodes run as one generated loop."""
 from __future__ import annotations
 
+import numpy as np
+
 from .. import irutil
 from .base import Info, NodeContext, Op
 from .registry import register
+
+
+def producer_and_body(ctx: NodeContext, product: Info):
+    """For a node of a producer (Conv, MatMul) and the fused loop that reads its result
+    (ortjit.FusedConv, ortjit.FusedMatMul: inputs are the producer's two, then the loop's
+    others; `product_at` says which body input is the product): (product_at, the loop's
+    other inputs, its ScalarProgram, the Info of its result)."""
+    product_at = int(ctx.attr("product_at", 0))
+    extras = list(ctx.inputs[2:])
+    body_inputs = list(extras)
+    body_inputs.insert(product_at, product)
+    program, result = body_program(ctx, body_inputs)
+    return product_at, extras, program, result
+
+
+def check_same_as_product(ctx: NodeContext, result: Info, product: Info, what: str) -> None:
+    """The fused loop must give the producer's shape and type: it runs in place of it."""
+    if tuple(result.shape) != tuple(product.shape) or np.dtype(result.dtype) != np.dtype(product.dtype):
+        raise ctx.fail(f"the fused epilogue gives {result.dtype}{list(result.shape)}, "
+                       f"not the {what}'s {product.dtype}{list(product.shape)}")
 
 
 def body_program(ctx: NodeContext, in_infos: list):

@@ -19,7 +19,7 @@ from .. import codecache
 from . import blas
 from .base import Op
 from .conv import Conv
-from .fused import body_program
+from .fused import check_same_as_product, producer_and_body
 from .registry import register
 
 _CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
@@ -102,21 +102,14 @@ class FusedConv(Op):
         conv_ctx = replace(ctx, op_type="Conv", inputs=ctx.inputs[:2],
                            attrs={k: v for k, v in ctx.attrs.items() if k in _CONV_ATTRS})
         out = Conv().infer(conv_ctx)[0]
-        product_at = int(ctx.attr("product_at", 0))
-        extras = list(ctx.inputs[2:])
-        body_inputs = list(extras)
-        body_inputs.insert(product_at, out)
-        program, result = body_program(ctx, body_inputs)
-        return conv_ctx, out, product_at, extras, program, result
+        return (conv_ctx, out, *producer_and_body(ctx, out))
 
     def infer(self, ctx):
         return [self._parts(ctx)[-1]]
 
     def kernel(self, ctx):
         conv_ctx, out, product_at, extras, program, result = self._parts(ctx)
-        if tuple(result.shape) != tuple(out.shape) or np.dtype(result.dtype) != np.dtype(out.dtype):
-            raise ctx.fail(f"the fused epilogue gives {result.dtype}{list(result.shape)}, "
-                           f"not the convolution's {out.dtype}{list(out.shape)}")
+        check_same_as_product(ctx, result, out, "convolution")
         epilogue = Epilogue(program, product_at, out.shape, [e.shape for e in extras])
         run = Conv().runner(conv_ctx, epilogue)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import packed_gemm
 from .base import Op
-from .fused import body_program
+from .fused import check_same_as_product, producer_and_body
 from .matmul import MatMul
 from .registry import register
 from .scratch import scratch
@@ -63,21 +63,14 @@ class FusedMatMul(Op):
     def _parts(self, ctx):
         mm_ctx = replace(ctx, op_type="MatMul", inputs=ctx.inputs[:2], attrs={})
         out = MatMul().infer(mm_ctx)[0]
-        product_at = int(ctx.attr("product_at", 0))
-        extras = list(ctx.inputs[2:])
-        body_inputs = list(extras)
-        body_inputs.insert(product_at, out)
-        program, result = body_program(ctx, body_inputs)
-        return mm_ctx, out, product_at, extras, program, result
+        return (mm_ctx, out, *producer_and_body(ctx, out))
 
     def infer(self, ctx):
         return [self._parts(ctx)[-1]]
 
     def kernel(self, ctx):
         mm_ctx, out, product_at, extras, program, result = self._parts(ctx)
-        if tuple(result.shape) != tuple(out.shape) or np.dtype(result.dtype) != np.dtype(out.dtype):
-            raise ctx.fail(f"the fused epilogue gives {result.dtype}{list(result.shape)}, "
-                           f"not the product's {out.dtype}{list(out.shape)}")
+        check_same_as_product(ctx, result, out, "product")
         epilogue = MatMulEpilogue(program, product_at, out.shape, [e.shape for e in extras])
         a, b = ctx.inputs[0], ctx.inputs[1]
         rows = int(np.prod(a.shape[:-1]))

@@ -17,7 +17,7 @@ import onnx_ir as ir
 
 from .. import irutil
 from .conv_folding import _FLOATS, _is_op, _sole_use
-from .elementwise_fusion import FUSED_DOMAIN, _same_shape
+from .elementwise_fusion import FUSED_DOMAIN, _same_shape, has_constant_weights
 
 
 def _fusable_producer(v: ir.Value, fused: ir.Node) -> ir.Node | None:
@@ -28,11 +28,8 @@ def _fusable_producer(v: ir.Value, fused: ir.Node) -> ir.Node | None:
         return None
     if _is_op(node, "Conv"):
         return node if len(node.inputs) < 3 or node.inputs[2] is None else None
-    if _is_op(node, "MatMul"):
-        b = node.inputs[1]
-        if b is not None and b.const_value is not None and not b.is_graph_input() and \
-                b.shape is not None and len(b.shape) == 2 and v.shape is not None and len(v.shape) >= 2:
-            return node
+    if has_constant_weights(node) and v.shape is not None and len(v.shape) >= 2:
+        return node
     return None
 
 

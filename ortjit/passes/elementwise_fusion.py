@@ -51,17 +51,23 @@ def _same_shape(a: ir.Value, b: ir.Value) -> bool:
         all(d is not None and not (isinstance(d, ir.SymbolicDim) and d.value is None) for d in a.shape)
 
 
+def has_constant_weights(matmul: ir.Node) -> bool:
+    """Whether a MatMul's B is a constant 2-D tensor (not a graph input): what
+    ops/packed_gemm.py packs once and ortjit.FusedMatMul takes (passes/conv_epilogue.py)."""
+    if matmul.op_type != "MatMul" or matmul.domain not in ("", "ai.onnx") or len(matmul.inputs) < 2:
+        return False
+    b = matmul.inputs[1]
+    return b is not None and b.const_value is not None and not b.is_graph_input() and \
+        b.shape is not None and len(b.shape) == 2
+
+
 def _reads_weighted_product(node: ir.Node) -> bool:
     """Whether the node is the only reader of a MatMul's product by constant 2-D weights.
     Alone it still becomes a fused loop, which passes/conv_epilogue.py then runs inside
     the MatMul (ortjit.FusedMatMul): a transformer's QKV projection's bias Add."""
     for v in node.inputs:
         mm = v.producer() if v is not None else None
-        if mm is None or mm.op_type != "MatMul" or mm.domain not in ("", "ai.onnx") or v.is_graph_output():
-            continue
-        b = mm.inputs[1]
-        if len(v.uses()) == 1 and b is not None and b.const_value is not None and not b.is_graph_input() \
-                and b.shape is not None and len(b.shape) == 2:
+        if mm is not None and not v.is_graph_output() and len(v.uses()) == 1 and has_constant_weights(mm):
             return True
     return False
 
