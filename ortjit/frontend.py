@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import mmap
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,10 +86,12 @@ def _data_bytes(t: onnx.TensorProto) -> int:
     return n * (dtype.itemsize if dtype is not None and dtype != object else 8)
 
 
-def _copy_fields(src, dst, skip: str) -> None:
-    """Copy every set field of message src into dst but one (protobuf has no such call)."""
+def _copy_fields(src, dst, skip: str | tuple) -> None:
+    """Copy every set field of message src into dst but those named in skip (protobuf has
+    no such call)."""
+    skip = (skip,) if isinstance(skip, str) else skip
     for field, value in src.ListFields():
-        if field.name == skip:
+        if field.name in skip:
             continue
         if field.is_repeated:
             getattr(dst, field.name).extend(value)
@@ -103,20 +106,46 @@ def _stubbed(t: onnx.TensorProto) -> bool:
     return _data_bytes(t) > _INFER_WITHOUT_DATA_BYTES or t.data_location == onnx.TensorProto.EXTERNAL
 
 
+# The trees of these ai.onnx.ml nodes, which their inference never reads (it reads the
+# class labels, n_targets and the tensor attributes, all kept): a 100-tree forest holds
+# 38,634-long lists in each, which inference would serialize and parse back.
+_TREE_OPS = {"TreeEnsembleClassifier", "TreeEnsembleRegressor", "TreeEnsemble"}
+_TREE_LIST_PREFIXES = ("nodes_", "class_", "target_", "leaf_")
+
+
+def _tree_list(node: onnx.NodeProto, a: onnx.AttributeProto) -> bool:
+    return node.op_type in _TREE_OPS and node.domain == "ai.onnx.ml" and a.name.startswith(_TREE_LIST_PREFIXES) \
+        and a.type in (onnx.AttributeProto.INTS, onnx.AttributeProto.FLOATS, onnx.AttributeProto.STRINGS)
+
+
 def _without_big_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of proto whose large initializers keep name, type and dims but no data."""
+    """A copy of proto whose large initializers keep name, type and dims but no data, and
+    whose tree ensembles keep no trees (proto itself if it has neither)."""
     graph = proto.graph
-    if not any(_stubbed(t) for t in graph.initializer):
+    trees = [k for k, node in enumerate(graph.node) if node.op_type in _TREE_OPS]
+    if not trees and not any(_stubbed(t) for t in graph.initializer):
         return proto
     light = onnx.ModelProto()
     _copy_fields(proto, light, skip="graph")
-    _copy_fields(graph, light.graph, skip="initializer")
+    _copy_fields(graph, light.graph, skip=("initializer", "node") if trees else "initializer")
     for t in graph.initializer:
         if _stubbed(t):
             light.graph.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
         else:
             light.graph.initializer.add().CopyFrom(t)
+    if trees:
+        for node in graph.node:
+            if node.op_type not in _TREE_OPS:
+                light.graph.node.add().CopyFrom(node)
+                continue
+            copy = light.graph.node.add()
+            _copy_fields(node, copy, skip="attribute")
+            copy.attribute.extend(a for a in node.attribute if not _tree_list(node, a))
     return light
+
+
+def _with_subgraphs(node: onnx.NodeProto) -> bool:
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
 
 
 def typed_throughout(proto: onnx.ModelProto) -> bool:
@@ -158,8 +187,9 @@ def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
     graph.value_info.extend(done.value_info)
     for out, new in zip(graph.output, done.output):
         out.CopyFrom(new)
-    del graph.node[:]   # nodes: their subgraphs' inferred types (initializers hold the weights)
-    graph.node.extend(done.node)
+    for node, inferred_node in zip(graph.node, done.node):
+        if _with_subgraphs(node):   # their subgraphs' inferred types
+            node.CopyFrom(inferred_node)
     return proto
 
 
@@ -272,19 +302,40 @@ def _map_file(path: str, folder: str):
         raise NoSuchFile(f"Load model from {folder} failed: its weights: {e}") from None
 
 
-# INTS and FLOATS attributes longer than this skip onnx-ir's constructor (see _ReadyAttr):
-# a tree ensemble's node lists (a 100-tree forest: 540,000 numbers)
+# List attributes longer than this skip onnx-ir's constructor (see _ReadyAttr): a tree
+# ensemble's node lists (a 100-tree forest: 540,000 numbers and 38,634 modes)
 _LONG_ATTRIBUTE = 1024
-_LIST_FIELDS = {onnx.AttributeProto.INTS: "ints", onnx.AttributeProto.FLOATS: "floats"}
+_LIST_FIELDS = {onnx.AttributeProto.INTS: "ints", onnx.AttributeProto.FLOATS: "floats",
+                onnx.AttributeProto.STRINGS: "strings"}
+
+
+class EncodedStrings(Sequence):
+    """A long STRINGS attribute's value: protobuf's list of bytes, each decoded when read.
+    onnx-ir's constructor decodes them all (9 ms of a 100-tree forest's session, for
+    nodes_modes), which the kernel that reads them as an array of bytes (`encoded`,
+    ops/ml_trees.py) never needs."""
+
+    __slots__ = ("encoded",)
+
+    def __init__(self, encoded):
+        self.encoded = encoded
+
+    def __len__(self):
+        return len(self.encoded)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [s.decode() for s in self.encoded[i]]
+        return self.encoded[i].decode()
 
 
 class _ReadyAttr(ir.Attr):
     """An INTS or FLOATS attribute whose value is protobuf's own list: a sequence of Python
     ints or floats, which onnx-ir's constructor would convert one by one again (60 ms of a
     100-tree forest's 80 ms of deserializing), and which numpy reads as an array at once
-    (np.asarray: 0.03 ms for 38,622 ints, against 2.2 ms through a tuple). The attribute is
-    copied out of the model first, so that its list does not keep the whole model's
-    protobuf memory alive."""
+    (np.asarray: 0.03 ms for 38,622 ints, against 2.2 ms through a tuple); a STRINGS one
+    whose value is an EncodedStrings. The attribute is copied out of the model first, so
+    that its list does not keep the whole model's protobuf memory alive."""
 
     __slots__ = ("_values",)
 
@@ -293,6 +344,8 @@ class _ReadyAttr(ir.Attr):
         alone = onnx.AttributeProto()
         alone.CopyFrom(proto)
         self._values = getattr(alone, _LIST_FIELDS[proto.type])
+        if proto.type == onnx.AttributeProto.STRINGS:
+            self._values = EncodedStrings(self._values)
 
     @property
     def value(self):

@@ -227,3 +227,33 @@ def test_threaded_walk_gives_the_serial_walks_scores():
     assert trees.runs > 1 or not blas.threaded()
     np.testing.assert_array_equal(scores, serial_scores)
     np.testing.assert_array_equal(has, serial_has)
+
+
+def test_long_forest_keeps_its_types_and_names_a_bad_mode():
+    """Over 1024 nodes: shape inference gets the classifier without its trees (frontend's
+    _without_big_weights) and the modes stay protobuf's bytes (frontend.EncodedStrings);
+    the label type still comes out as strings, and an unknown mode is named in full."""
+    import onnxruntime as ort
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtInvalidArgument
+    from tests.test_ops_strings_ml import ml_model
+    rng = np.random.default_rng(5)
+    a = random_forest(rng, 40, 5, 3, depth=6, prefix="class", positive=True, modes=MODES)
+    assert len(a["nodes_modes"]) > 1024
+    for c in range(3):   # every class has a weight somewhere
+        a["class_treeids"].append(0), a["class_nodeids"].append(a["nodes_nodeids"][a["nodes_modes"].index("LEAF")])
+        a["class_ids"].append(c), a["class_weights"].append(0.0)
+    x = rng.standard_normal((5, 5)).astype(np.float32)
+    model = ml_model("TreeEnsembleClassifier", {"x": x}, ["label", "scores"], classlabels_strings=["a", "b", "c"], **a)
+    model.graph.output[0].ClearField("type")   # left to inference
+    session = ort.InferenceSession(model.SerializeToString())
+    assert session.get_outputs()[0].type == "tensor(string)"
+    from ortjit import frontend
+    node = next(iter(frontend.to_ir(model).graph))
+    assert isinstance(node.attributes["nodes_modes"].value, frontend.EncodedStrings)
+    assert list(node.attributes["nodes_modes"].value) == a["nodes_modes"]
+    same(model, {"x": x})
+    bad = a["nodes_modes"].index("BRANCH_LEQ") if "BRANCH_LEQ" in a["nodes_modes"] else 0
+    a["nodes_modes"][bad] = "BRANCH_LESS_OR_EQUAL_TO"   # longer than any mode's name
+    model = ml_model("TreeEnsembleClassifier", {"x": x}, ["label", "scores"], classlabels_strings=["a", "b", "c"], **a)
+    with pytest.raises(OrtInvalidArgument, match="unknown node mode.*BRANCH_LESS_OR_EQUAL_TO"):
+        ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
