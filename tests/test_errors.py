@@ -44,6 +44,13 @@ def test_garbage_bytes(tmp_path):
     path.write_bytes(b"\xff" * 100)
     with pytest.raises(InvalidProtobuf, match="garbage.onnx"):
         ort.InferenceSession(str(path))
+    path.write_bytes(b"")   # an empty file (nothing to map)
+    with pytest.raises(InvalidProtobuf, match="garbage.onnx"):
+        ort.InferenceSession(str(path))
+    whole = make_model(helper.make_node("Relu", ["X"], ["Y"]), {"X": np.zeros(3, np.float32)}, ["Y"]).SerializeToString()
+    path.write_bytes(whole[:-7])   # cut short
+    with pytest.raises(InvalidProtobuf, match="garbage.onnx"):
+        ort.InferenceSession(str(path))
 
 
 def test_unknown_op_is_invalid_graph():
