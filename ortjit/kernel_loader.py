@@ -144,6 +144,11 @@ def _prepare_for_loads(target_context) -> None:
     import numba.cpython.hashing  # noqa: F401 - registers the _numba_hashsecret_* symbols
     from numba.core.runtime import rtsys
     rtsys.initialize(target_context)
+    # every entry's key holds the codegen's (triple, CPU name, CPU features), which Numba
+    # asks LLVM for each time (0.09 ms a kernel); they do not change within a process
+    codegen = target_context.codegen()
+    magic = codegen.magic_tuple()
+    codegen.magic_tuple = lambda: magic
     _prepared.add(id(target_context))
 
 
