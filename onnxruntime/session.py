@@ -5,12 +5,9 @@ import json
 import os
 import time
 
-import numpy as np
-
 import ortjit
-from ortjit.errors import InvalidArgument
 
-from .options import GraphOptimizationLevel, RunOptions, SessionOptions
+from .options import RunOptions, SessionOptions
 from .values import IOBinding, OrtValue
 
 _PROVIDER = "CPUExecutionProvider"
