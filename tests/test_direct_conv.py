@@ -20,15 +20,16 @@ needs_microkernel = pytest.mark.skipif(
     reason="direct convolutions need Numba's threads and a CPU with AVX2 and FMA")
 
 
-def calls_into_direct_conv(monkeypatch) -> list:
-    """Records each DirectConv made (its dims), so a test knows the path ran."""
+def calls_into_direct_conv(monkeypatch, kind=direct_conv.DirectConv) -> list:
+    """Records each DirectConv (or ChannelConv) made (its dims), so a test knows the path ran."""
     made = []
-    original = direct_conv.DirectConv.__init__
+    original = kind.__init__
 
     def spy(self, *args, **kwargs):
         original(self, *args, **kwargs)
-        made.append(self.dims)
-    monkeypatch.setattr(direct_conv.DirectConv, "__init__", spy)
+        if type(self) is kind:
+            made.append(self.dims)
+    monkeypatch.setattr(kind, "__init__", spy)
     return made
 
 
@@ -60,6 +61,38 @@ def test_microkernel_block_is_the_product_and_accumulates(tile):
     np.testing.assert_allclose(c[:, :nr], 2 * expect, rtol=1e-5, atol=1e-4)
     run(0, packed_a, source, offs, c, 0)            # an empty sum stores zeros
     assert (c[:, :nr] == 0).all()
+
+
+@pytest.mark.parametrize("tile", [microkernel.AVX512, microkernel.AVX2], ids=["avx512", "avx2"])
+@pytest.mark.parametrize("vectors", [1, 2, 3])
+def test_gathered_microkernel_broadcasts_each_rows_own_input(tile, vectors):
+    """The roles turned round (ChannelConv): row i's scalar for step k is the input at
+    rows[i] + offs[k], B's row k the packed weights at w + k ldw, of which the first
+    `vectors` vectors are used."""
+    from numba import njit
+    mr, nr = tile.rows, tile.cols
+    kernel = microkernel.build(tile.rows, vectors, tile.lanes, True)
+
+    @njit
+    def run(kc, x, rows, offs, c, accumulate, w):
+        kernel(kc, x.ctypes.data, rows.ctypes.data, offs.ctypes.data, c.ctypes.data, c.shape[1], accumulate,
+               w.ctypes.data, w.shape[1])
+
+    rng = np.random.default_rng(1)
+    kc = 29
+    offs = rng.permutation(kc * 4)[:kc].astype(np.int64)
+    rows = rng.integers(0, 50, mr).astype(np.int64)   # any pixels, repeats allowed
+    x = rng.standard_normal(int(rows.max() + offs.max()) + 1).astype(np.float32)
+    w = rng.standard_normal((kc, nr + 3)).astype(np.float32)   # a panel wider than the block
+    a = x[rows[:, None] + offs[None, :]].astype(np.float64)   # (MR, kc)
+    used = vectors * tile.lanes
+    expect = a @ w[:, :used]
+    c = np.full((mr, nr), np.nan, np.float32)
+    run(kc, x, rows, offs, c, 0, w)
+    np.testing.assert_allclose(c[:, :used], expect, rtol=1e-5, atol=1e-4)
+    assert np.isnan(c[:, used:]).all()   # the vectors not asked for are not written
+    run(kc, x, rows, offs, c, 1, w)
+    np.testing.assert_allclose(c[:, :used], 2 * expect, rtol=1e-5, atol=1e-4)
 
 
 def conv_model(x_shape, w_shape, attrs, bias, static_w, tail):
@@ -107,10 +140,12 @@ def test_property_direct_conv_matches_the_oracle(n, c, m, h, w, kh, kw, dilation
         attrs = dict(pads=pads, dilations=[dilation, dilation], strides=[stride, data.draw(st.integers(1, 3))])
     if not static_w and tail is not None:
         tail = None
+    channels = data.draw(st.booleans(), label="output channels in the vectors (ChannelConv)")
     model, feed = conv_model(x_shape, w_shape, attrs, bias, static_w, tail)
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setattr(direct_conv, "FORCED", True)   # small shapes too
-        made = calls_into_direct_conv(monkeypatch)
+        monkeypatch.setattr(direct_conv, "FORCED_CHANNELS", channels)
+        made = calls_into_direct_conv(monkeypatch, direct_conv.ChannelConv if channels else direct_conv.DirectConv)
         got = ort.InferenceSession(model.SerializeToString()).run(None, feed)[0]
     expect = reference(model, feed)[0]
     assert got.shape == expect.shape
@@ -137,8 +172,10 @@ def test_winograd_keeps_wide_3x3_convolutions_and_direct_takes_narrow_ones():
 
 
 @needs_microkernel
-def test_session_keeps_working_after_a_bad_feed_and_with_other_batch_sizes(monkeypatch):
-    made = calls_into_direct_conv(monkeypatch)
+@pytest.mark.parametrize("kind", ["DirectConv", "ChannelConv"])
+def test_session_keeps_working_after_a_bad_feed_and_with_other_batch_sizes(monkeypatch, kind):
+    monkeypatch.setattr(direct_conv, "FORCED_CHANNELS", kind == "ChannelConv")
+    made = calls_into_direct_conv(monkeypatch, getattr(direct_conv, kind))
     model, feed = conv_model((2, 8, 12, 12), (16, 8, 3, 3), dict(pads=[1, 1, 1, 1]), True, True, "relu")
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
     sess = ort.InferenceSession(model.SerializeToString())
@@ -159,6 +196,7 @@ def test_session_keeps_working_after_a_bad_feed_and_with_other_batch_sizes(monke
 def test_the_avx2_tile_convolves_as_the_oracle_does(monkeypatch):
     """The tile a CPU without AVX-512 gets (4 x 24, 8-float vectors), run here."""
     monkeypatch.setattr(microkernel, "host_tile", lambda: microkernel.AVX2)
+    monkeypatch.setattr(direct_conv, "FORCED_CHANNELS", False)
     made = calls_into_direct_conv(monkeypatch)
     for x_shape, w_shape, attrs in [((2, 6, 11, 13), (9, 6, 3, 3), dict(pads=[1, 1, 1, 1])),
                                     ((1, 3, 30, 30), (10, 3, 7, 7), dict(pads=[3, 3, 3, 3], strides=[2, 2]))]:
@@ -168,3 +206,27 @@ def test_the_avx2_tile_convolves_as_the_oracle_does(monkeypatch):
         np.testing.assert_allclose(got, reference(model, feed)[0], rtol=1e-4, atol=1e-4)
     # panels of 24 columns: 11 rows of 15 in 7 of them, 15 rows of 18 (stride phases) in 12
     assert [dims[4] for dims in made] == [7, 12]
+
+
+@needs_microkernel
+def test_the_avx2_tile_convolves_with_channels_in_the_vectors(monkeypatch):
+    """ChannelConv on the 4 x 24 tile: 10 output channels (a panel of 24 with one vector
+    short), pixels over two images in blocks of 4 (the last one part full)."""
+    monkeypatch.setattr(microkernel, "host_tile", lambda: microkernel.AVX2)
+    monkeypatch.setattr(direct_conv, "FORCED", True)
+    monkeypatch.setattr(direct_conv, "FORCED_CHANNELS", True)
+    made = calls_into_direct_conv(monkeypatch, direct_conv.ChannelConv)
+    for x_shape, w_shape, attrs in [((2, 6, 11, 13), (10, 6, 3, 3), dict(pads=[1, 1, 1, 1])),
+                                    ((1, 3, 30, 30), (10, 3, 7, 7), dict(pads=[3, 3, 3, 3], strides=[2, 2]))]:
+        model, feed = conv_model(x_shape, w_shape, attrs, True, True, "residual")
+        got = ort.InferenceSession(model.SerializeToString()).run(None, feed)[0]
+        np.testing.assert_allclose(got, reference(model, feed)[0], rtol=1e-4, atol=1e-4)
+    # (pixel blocks, channel panels): 2 x 143 pixels in 72 blocks of 4, 15 x 15 in 57
+    assert [(dims[5], dims[6]) for dims in made] == [(72, 1), (57, 1)]
+
+
+@needs_microkernel
+def test_small_outputs_take_the_channel_kernel():
+    assert direct_conv.kernel_for(1, 256, [13, 13]) is direct_conv.ChannelConv
+    assert direct_conv.kernel_for(8, 512, [7, 7]) is direct_conv.ChannelConv
+    assert direct_conv.kernel_for(1, 64, [56, 56]) is direct_conv.DirectConv

@@ -104,16 +104,44 @@ def call_by_vectors(tile: Tile, indent: str, args: str) -> str:
     return "\n".join(lines + [f"{indent}else:", f"{indent}    _microkernel({args})"]) + "\n"
 
 
+def gathered_source(tile: Tile) -> str:
+    """Lines for a generated module: `_gathered_<v>` for v = 1 .. the tile's vectors (see
+    build(gathered=True)), MR, NR and LANES."""
+    return (f"# micro-kernel: ortjit/codegen/cpu/microkernel.py {FILE_HASH}\n"
+            "from ortjit.codegen.cpu.microkernel import build as _build_microkernel\n"
+            + "".join(f"_gathered_{v} = _build_microkernel({tile.rows}, {v}, {tile.lanes}, True)\n"
+                      for v in range(1, tile.vectors + 1))
+            + f"MR, NR, LANES = {tile.rows}, {tile.cols}, {tile.lanes}\n\n")
+
+
 @functools.lru_cache(maxsize=None)
-def build(rows: int, vectors: int, lanes: int):
+def build(rows: int, vectors: int, lanes: int, gathered: bool = False):
     """The intrinsic _microkernel(kc, a, b, offs, c, ldc, accumulate), all int64: a, b,
     offs and c are addresses, ldc C's row stride in floats; accumulate != 0 adds to C,
     else overwrites it. Step k reads A's MR values at a + k MR and B's NR at b + offs[k]
-    (floats)."""
+    (floats).
+
+    gathered: the roles of the operands turned round for a convolution with the output
+    channels in the vectors (ops/direct_conv.py's ChannelConv). `a` is then the input and
+    `offs` the taps' offsets as before, `b` an array of MR int64 row offsets (one per output
+    pixel), and the packed weights come as the extra last argument `w`: step k broadcasts
+    input float a + row[i] + offs[k] for each row i and reads NR weights at w + k * ldw,
+    ldw (the panel's width) being the argument after it."""
     from llvmlite import ir
     from numba import types
     from numba.core import cgutils
     from numba.extending import intrinsic
+
+    if gathered:
+        @intrinsic
+        def gathered_kernel(typingctx, kc, a, rows_at, offs, c, ldc, accumulate, w, ldw):
+            sig = types.void(kc, a, rows_at, offs, c, ldc, accumulate, w, ldw)
+
+            def codegen(context, builder, signature, args):
+                _emit(builder, args[:7], rows, vectors, lanes, ir, cgutils, gather=args[7:])
+                return context.get_dummy_value()
+            return sig, codegen
+        return gathered_kernel
 
     @intrinsic
     def microkernel(typingctx, kc, a, b, offs, c, ldc, accumulate):
@@ -126,7 +154,7 @@ def build(rows: int, vectors: int, lanes: int):
     return microkernel
 
 
-def _emit(builder, args, rows, vectors, lanes, ir, cgutils):
+def _emit(builder, args, rows, vectors, lanes, ir, cgutils, gather=None):
     kc, a_addr, b_addr, offs_addr, c_addr, ldc, accumulate = args
     f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
     vec = ir.VectorType(f32, lanes)
@@ -143,6 +171,9 @@ def _emit(builder, args, rows, vectors, lanes, ir, cgutils):
     def const(v):
         return ir.Constant(i64, v)
 
+    if gather is not None:   # each pixel's input address, loaded once before the loop
+        rows0 = builder.inttoptr(b_addr, i64.as_pointer())
+        pixels = [builder.gep(a0, [builder.load(builder.gep(rows0, [const(i)]))]) for i in range(rows)]
     entry, fn = builder.block, builder.function
     loop, done = fn.append_basic_block("mk_loop"), fn.append_basic_block("mk_done")
     builder.cbranch(builder.icmp_signed(">", kc, const(0)), loop, done)
@@ -155,13 +186,20 @@ def _emit(builder, args, rows, vectors, lanes, ir, cgutils):
     for row in acc:
         for phi in row:
             phi.add_incoming(zero, entry)
-    b_row = builder.gep(b0, [builder.load(builder.gep(offs0, [k]))])
+    if gather is None:
+        b_row = builder.gep(b0, [builder.load(builder.gep(offs0, [k]))])
+        a_k = builder.gep(a0, [builder.mul(k, const(rows))])
+        scalars = [builder.gep(a_k, [const(i)]) for i in range(rows)]
+    else:   # B: the packed weights' row k; A: each pixel's input at its row offset plus tap k's
+        w_addr, ldw = gather
+        b_row = builder.gep(builder.inttoptr(w_addr, f32.as_pointer()), [builder.mul(k, ldw)])
+        tap = builder.load(builder.gep(offs0, [k]))
+        scalars = [builder.gep(pixel, [tap]) for pixel in pixels]
     b = [builder.load(builder.bitcast(builder.gep(b_row, [const(j * lanes)]), vec_ptr), align=4)
          for j in range(vectors)]
-    a_k = builder.gep(a0, [builder.mul(k, const(rows))])
     summed = []
     for i in range(rows):
-        s = builder.load(builder.gep(a_k, [const(i)]))
+        s = builder.load(scalars[i])
         s = builder.shuffle_vector(builder.insert_element(ir.Constant(vec, ir.Undefined), s, ir.Constant(i32, 0)),
                                    ir.Constant(vec, ir.Undefined), splat)
         summed.append([builder.call(fma, [s, b[j], acc[i][j]]) for j in range(vectors)])
