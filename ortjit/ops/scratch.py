@@ -22,8 +22,10 @@ def scratch(name: str, count: int, dtype) -> np.ndarray:
     pool = getattr(_local, "pool", None)
     if pool is None:
         pool = _local.pool = {}
-    buf = pool.get(name)
-    if buf is None or buf.nbytes < nbytes + 63:   # room for the alignment shift too
-        buf = pool[name] = np.empty(nbytes + 63, np.uint8)
-    start = -buf.ctypes.data % 64     # 64-byte aligned, for the vector loops
+    entry = pool.get(name)
+    if entry is None or entry[0].nbytes < nbytes + 63:   # room for the alignment shift too
+        buf = np.empty(nbytes + 63, np.uint8)
+        # 64-byte aligned, for the vector loops; found once (ndarray.ctypes costs 1-2 us)
+        entry = pool[name] = (buf, -buf.ctypes.data % 64)
+    buf, start = entry
     return buf[start:start + count * dtype.itemsize].view(dtype)
