@@ -19,7 +19,7 @@ Outputs of at most CHANNEL_PIXELS pixels an image (16x16 and smaller) take Chann
 instead: the output channels in the vectors, each of MR output pixels broadcast from its own
 input address (codegen/cpu/channel_conv.py), so no column past an output row is computed
 (at 13x13 the scheme above computes 208 columns for 169 outputs). One Conv at a time, both
-kernels in one process taking turns: 0.83-0.98x on 3x3 layers at 7x7 to 14x14 of 16 to 512
+kernels in one process taking turns: 0.82-0.94x on 3x3 layers at 7x7 to 14x14 of 16 to 512
 channels; 0.98-0.99x at 28x28, 1.07-1.38x at 27x27 to 56x56 (so not there).
 
 Strides up to 4 work the same way on the input split into stride phases (pad() writes

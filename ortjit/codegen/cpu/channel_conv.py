@@ -40,11 +40,17 @@ def work(part, xpad, packed, offs, rows, where, blocks, bias, y, dims{extra_args
             w_at = w_base + (kb * panels + pn) * panel_bytes
 {call}        q0 = pb * MR
         valid = min(MR, n * P - q0)
+        # a block within one image (all but a few) holds consecutive pixels: no table reads
+        img0, p0 = where[q0, 0], where[q0, 1]
+        whole = valid == MR and where[q0 + MR - 1, 0] == img0
         for cc in range(channels):
             m = pn * NR + cc
 {per_channel}
             for r in range(valid):
-                img, p = where[q0 + r, 0], where[q0 + r, 1]
+                if whole:
+                    img, p = img0, p0 + r
+                else:
+                    img, p = where[q0 + r, 0], where[q0 + r, 1]
                 dst = (img * M + m) * P + p
 {per_pixel}
 '''
