@@ -15,12 +15,13 @@ of K (in blocks of KC rows, A's block staying in L2, a panel's input rows in L1)
 copies the group's valid columns into the output with the bias added while they are in
 cache. Weights are packed once per plan (or per call when W is an input).
 
-Outputs of at most CHANNEL_PIXELS pixels an image (16x16 and smaller) take ChannelConv
+Outputs of at most CHANNEL_PIXELS pixels an image (32x32 and smaller) take ChannelConv
 instead: the output channels in the vectors, each of MR output pixels broadcast from its own
 input address (codegen/cpu/channel_conv.py), so no column past an output row is computed
 (at 13x13 the scheme above computes 208 columns for 169 outputs). One Conv at a time, both
 kernels in one process taking turns: 0.82-0.94x on 3x3 layers at 7x7 to 14x14 of 16 to 512
-channels; 0.98-0.99x at 28x28, 1.07-1.38x at 27x27 to 56x56 (so not there).
+channels, 0.83-0.92x on 3x3 and 5x5 ones at 27x27 and 28x28; 0.96-1.04x at 55x55 and 56x56
+(so not there).
 
 Strides up to 4 work the same way on the input split into stride phases (pad() writes
 padded element (r, q) into phase (r % sh, q % sw) at (r // sh, q // sw)): for a tap, the
@@ -51,7 +52,7 @@ GROUP = 4     # panels computed together into a thread's block of C
 ENABLED = os.environ.get("ORTJIT_DIRECT_CONV", "1") != "0"
 FORCED = False   # tests: take every convolution `applicable` allows
 CHANNELS = os.environ.get("ORTJIT_CHANNEL_CONV", "1") != "0"
-CHANNEL_PIXELS = 256   # outputs of 16x16 and smaller: ChannelConv
+CHANNEL_PIXELS = 1024   # outputs of 32x32 and smaller: ChannelConv
 FORCED_CHANNELS = None   # tests: True or False picks the kernel everywhere
 
 
@@ -100,7 +101,7 @@ def worthwhile(dtype, group, kernel, strides, dilations, n, c, m, out) -> bool:
 
 
 def kernel_for(n: int, m: int, out: list) -> type:
-    """ChannelConv for small outputs (CHANNEL_PIXELS pixels an image at most), DirectConv
+    """ChannelConv for outputs of CHANNEL_PIXELS pixels an image at most, DirectConv
     otherwise (FORCED_CHANNELS: tests, ChannelConv always)."""
     if FORCED_CHANNELS is not None:
         return ChannelConv if FORCED_CHANNELS else DirectConv
