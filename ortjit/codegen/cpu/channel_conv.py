@@ -5,11 +5,12 @@ pad() writes it, as for the pixel-lanes kernel); NR output channels come from th
 weights. Any MR valid pixels make a row block, so no padded column is computed: at 13x13
 the pixel-lanes kernel computes 208 columns for 169 outputs.
 
-Units are (channel panel, block of MR pixels), panel-major, so that a thread's run of units
-keeps one panel of weights in cache across its pixel blocks. Each unit's MR x NR block of C
-is copied out channel by channel, each channel's MR pixels with the bias or the fused
-elementwise program (ops/fused_conv.py's epilogue) applied. Pixels run over all images:
-q = image * P + p, P = oh * ow; `where` holds (image, p) for each q.
+Units are (block of MR pixels, channel panel), pixel-block-major: consecutive units read the
+same input pixels while the panels of weights cycle through L2 (panel-major measured the
+same or a little slower). Each unit's MR x NR block of C is copied out channel by channel,
+each channel's MR pixels with the bias or the fused elementwise program (ops/fused_conv.py's
+epilogue) applied. Pixels run over all images: q = image * P + p, P = oh * ow; `where`
+holds (image, p) for each q, read only for a block that spans two images or ends short.
 """
 from __future__ import annotations
 
