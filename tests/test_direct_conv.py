@@ -227,6 +227,7 @@ def test_the_avx2_tile_convolves_with_channels_in_the_vectors(monkeypatch):
 
 @needs_microkernel
 def test_small_outputs_take_the_channel_kernel():
-    assert direct_conv.kernel_for(1, 256, [13, 13]) is direct_conv.ChannelConv
-    assert direct_conv.kernel_for(8, 512, [7, 7]) is direct_conv.ChannelConv
-    assert direct_conv.kernel_for(1, 64, [56, 56]) is direct_conv.DirectConv
+    assert direct_conv.kernel_for([13, 13]) is direct_conv.ChannelConv
+    assert direct_conv.kernel_for([7, 7]) is direct_conv.ChannelConv
+    assert direct_conv.kernel_for([28, 28]) is direct_conv.ChannelConv
+    assert direct_conv.kernel_for([56, 56]) is direct_conv.DirectConv

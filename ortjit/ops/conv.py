@@ -280,8 +280,8 @@ class Conv(Op):
             hw, k2, out2, b2, e2, s2, d2 = (to_3d(v, f)[1:] for v, f in (
                 (x_shape[2:], 1), (kernel, 1), (out, 1), (begin, 0), (end, 0), (strides, 1), (dilations, 1)))
             fused = epilogue is not None and epilogue.fits_direct()
-            direct = direct_conv.kernel_for(n, m, out2)(n, c, hw, m, k2, out2, b2, e2, s2, d2, ctx.input(2) is not None,
-                                                         weights=w_static, epilogue=epilogue if fused else None)
+            direct = direct_conv.kernel_for(out2)(n, c, hw, m, k2, out2, b2, e2, s2, d2, ctx.input(2) is not None,
+                                                  weights=w_static, epilogue=epilogue if fused else None)
             if fused:
                 return direct
             return _then_epilogue(direct, epilogue, direct.source)

@@ -100,7 +100,7 @@ def worthwhile(dtype, group, kernel, strides, dilations, n, c, m, out) -> bool:
     return _efficiency(oh, ow, wq, m) >= 0.72
 
 
-def kernel_for(n: int, m: int, out: list) -> type:
+def kernel_for(out: list) -> type:
     """ChannelConv for outputs of CHANNEL_PIXELS pixels an image at most, DirectConv
     otherwise (FORCED_CHANNELS: tests, ChannelConv always)."""
     if FORCED_CHANNELS is not None:
@@ -146,14 +146,19 @@ class DirectConv:
         m_step = -(-m_panels // m_split) * tile.rows
         self.dims = (n, m, self.k, self.kc, panels, self.pad_dims[-1], m_split, m_step, GROUP, oh, ow, wq)
         self.block_shape = (m_panels * tile.rows, GROUP * tile.cols)
+        self._finish(render_direct_conv, weights, has_bias, epilogue)
+
+    def _finish(self, render, weights, has_bias, epilogue) -> None:
+        """What both kernels set last: the packed weights (a static W), the source (`render`
+        with the bias or the epilogue's program), the kernel loaded at the first call."""
         self.packed = None if weights is None else self._pack(weights)
-        self.zero_bias = np.zeros(m, np.float32)
+        self.zero_bias = np.zeros(self.m, np.float32)
         self.epilogue = epilogue
         if epilogue is None:
-            self.source = render_direct_conv(tile, blas.threaded(), has_bias)
+            self.source = render(self.tile, blas.threaded(), has_bias)
         else:
-            self.source = render_direct_conv(tile, blas.threaded(), False, epilogue.program,
-                                             epilogue.product_at, epilogue.patterns)
+            self.source = render(self.tile, blas.threaded(), False, epilogue.program, epilogue.product_at,
+                                 epilogue.patterns)
         self._kernel = None
 
     def _geometry(self, n, c, in_hw, m, kernel, begin, end, strides, dilations):
@@ -220,8 +225,8 @@ class ChannelConv(DirectConv):
 
     def __init__(self, n, c, in_hw, m, kernel, out, begin, end, strides, dilations, has_bias, weights=None,
                  epilogue=None):
-        (oh, ow), tile = out, microkernel.host_tile()
-        _, wq = self._geometry(n, c, in_hw, m, kernel, begin, end, strides, dilations)
+        oh, ow = out
+        tile, wq = self._geometry(n, c, in_hw, m, kernel, begin, end, strides, dilations)
         p, stride = oh * ow, self.pad_dims[-1]
         pixel_blocks = -(-n * p // tile.rows)
         q = np.minimum(np.arange(pixel_blocks * tile.rows), n * p - 1)   # the last block's spare rows: any pixel
@@ -229,15 +234,7 @@ class ChannelConv(DirectConv):
         self.where = np.ascontiguousarray(np.stack([img, at], axis=1).astype(np.int64))
         self.rows = (img * stride + (at // ow) * wq + at % ow).astype(np.int64)
         self.dims = (n, m, self.k, self.kc, p, pixel_blocks, -(-m // tile.cols))
-        self.packed = None if weights is None else self._pack(weights)
-        self.zero_bias = np.zeros(m, np.float32)
-        self.epilogue = epilogue
-        if epilogue is None:
-            self.source = render_channel_conv(tile, blas.threaded(), has_bias)
-        else:
-            self.source = render_channel_conv(tile, blas.threaded(), False, epilogue.program,
-                                              epilogue.product_at, epilogue.patterns)
-        self._kernel = None
+        self._finish(render_channel_conv, weights, has_bias, epilogue)
 
     def _pack(self, w):
         return _pack(np.asarray(w, np.float32).reshape(self.m, self.k), self.tile.cols, self.kc)

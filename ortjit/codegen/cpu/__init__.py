@@ -64,6 +64,21 @@ class Vectorizer:
         return HEADER + (F16_HELPER if program.uses_float16() else "") + (vmath.SOURCE if self.used else "")
 
 
+def copy_out_program(program: ScalarProgram, product_at: int, product: str, store: str, indent: str):
+    """The per-element lines of a fused elementwise program run on a product as it is
+    copied out (direct_conv, channel_conv, packed_gemm, gemm_epilogue), all but the other
+    inputs' reads, which depend on each kernel's layout and go between `read` and `body`.
+    Returns (module header, the other inputs' indices, their kernel arguments, read, body):
+    read puts `product` into the program's input, body runs its steps and stores the
+    result at `store`."""
+    rewrite = Vectorizer()
+    others = [j for j in range(len(program.inputs)) if j != product_at]
+    read = [indent + f"{program.inputs[product_at]} = {product}"]
+    body = [indent + line for line in program.body_lines(compiled=True, rewrite_f32=rewrite)]
+    body.append(indent + f"{store} = {program.outputs[0]}")
+    return rewrite.header(program), others, "".join(f", in{j}" for j in others), read, body
+
+
 def render_elementwise(program: ScalarProgram, out_rank: int, in_shapes: list[tuple], parallel: bool) -> str:
     args = ", ".join([f"in{j}" for j in range(len(program.inputs))] + [f"out{j}" for j in range(len(program.outputs))])
     rewrite = Vectorizer()

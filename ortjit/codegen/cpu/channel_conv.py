@@ -14,7 +14,7 @@ holds (image, p) for each q, read only for a block that spans two images or ends
 """
 from __future__ import annotations
 
-from . import HEADER, Vectorizer, microkernel, threads
+from . import HEADER, copy_out_program, microkernel, threads
 from ..elementwise import ScalarProgram
 
 _PRODUCT = '''
@@ -80,26 +80,19 @@ def render_channel_conv(tile: microkernel.Tile, parallel: bool, bias: bool,
         extra_args, what = "", "bias[m] +" if bias else "the value"
         header = HEADER
     else:
-        rewrite = Vectorizer()
-        others = [j for j in range(len(program.inputs)) if j != product_at]
-        extra_args = "".join(f", in{j}" for j in others)
+        header, others, extra_args, per_pixel, body = copy_out_program(program, product_at, product,
+                                                                       "y[np.uint64(dst)]", ind_p)
         what = "the epilogue"
         per_channel = []
-        per_pixel = [ind_p + f"{program.inputs[product_at]} = {product}"]
         for j, (images, channels, pixels) in zip(others, patterns):
             at = f"(({'img' if images else '0'} * {'M' if channels else '1'} + {'m' if channels else '0'})" \
                  f" * {'P' if pixels else '1'} + {'p' if pixels else '0'})"
             per_pixel.append(ind_p + f"{program.inputs[j]} = in{j}[np.uint64{at}]")
-        per_pixel += [ind_p + line for line in program.body_lines(compiled=True, rewrite_f32=rewrite)]
-        per_pixel.append(ind_p + f"y[np.uint64(dst)] = {program.outputs[0]}")
-        header = rewrite.header(program)
+        per_pixel += body
     args = "xpad, packed, offs, rows, where, blocks, bias, y, dims" + extra_args
     launch = threads.launch(parallel, "blocks.shape[0]", args)
-    calls = [f"{' ' * 12}{'if' if v == 1 else 'elif'} vectors == {v}:\n"
-             f"{' ' * 16}_gathered_{v}(kc, x_at, r_at, o_base + k0 * 8, c_at, NR, kb, w_at, NR)\n"
-             for v in range(1, tile.vectors)]
-    last = f"_gathered_{tile.vectors}(kc, x_at, r_at, o_base + k0 * 8, c_at, NR, kb, w_at, NR)\n"
-    call = "".join(calls) + (f"{' ' * 12}else:\n{' ' * 16}{last}" if calls else f"{' ' * 12}{last}")
+    call = microkernel.call_by_vectors(tile, " " * 12, "kc, x_at, r_at, o_base + k0 * 8, c_at, NR, kb, w_at, NR",
+                                       "_gathered", f"_gathered_{tile.vectors}")
     body = (_PRODUCT + _KERNEL).format(launch=launch, extra_args=extra_args, what=what, call=call,
                                        per_channel="\n".join(per_channel) or ind_c + "pass",
                                        per_pixel="\n".join(per_pixel))

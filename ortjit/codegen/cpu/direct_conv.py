@@ -18,7 +18,7 @@ so the source depends on the broadcast patterns only.
 """
 from __future__ import annotations
 
-from . import HEADER, Vectorizer, microkernel, threads
+from . import HEADER, copy_out_program, microkernel, threads
 from ..elementwise import ScalarProgram
 
 _PAD = '''
@@ -146,12 +146,10 @@ def render_direct_conv(tile: microkernel.Tile, parallel: bool, bias: bool,
         extra_args, what = "", "bias[m] +" if bias else "the value"
         header = HEADER
     else:
-        rewrite = Vectorizer()
-        others = [j for j in range(len(program.inputs)) if j != product_at]
-        extra_args = "".join(f", in{j}" for j in others)
+        header, others, extra_args, per_pixel, body = copy_out_program(program, product_at, product,
+                                                                       "y[np.uint64(dst + j)]", ind_p)
         what = "the epilogue"
         per_channel, per_row = [], []
-        per_pixel = [ind_p + f"{program.inputs[product_at]} = {product}"]
         for j, (images, channels, pixels) in zip(others, patterns):
             at = f"(({'img' if images else '0'} * {'M' if channels else '1'} + {'m' if channels else '0'})"
             if pixels:   # varies along the pixels: one base per output row
@@ -159,9 +157,7 @@ def render_direct_conv(tile: microkernel.Tile, parallel: bool, bias: bool,
                 per_pixel.append(ind_p + f"{program.inputs[j]} = in{j}[np.uint64(at{j} + j)]")
             else:        # one value per channel (or for all)
                 per_channel.append(ind_c + f"{program.inputs[j]} = in{j}[np.uint64{at})]")
-        per_pixel += [ind_p + line for line in program.body_lines(compiled=True, rewrite_f32=rewrite)]
-        per_pixel.append(ind_p + f"y[np.uint64(dst + j)] = {program.outputs[0]}")
-        header = rewrite.header(program)
+        per_pixel += body
     launch = threads.launch(parallel, "blocks.shape[0]", "xpad, packed, offs, blocks, bias, y, dims" + extra_args)
     call = microkernel.call_by_vectors(tile, " " * 20, "kc, a_base + (kb * m_panels + mp) * panel_bytes, x_at, "
                                        "o_base + k0 * 8, c_at + mp * MR * ldc * 4, ldc, kb")

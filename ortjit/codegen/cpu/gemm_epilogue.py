@@ -12,7 +12,7 @@ so the source depends on the broadcast pattern, not on the sizes.
 """
 from __future__ import annotations
 
-from . import Vectorizer, threads
+from . import copy_out_program, threads
 from ..elementwise import ScalarProgram
 
 # Part of every generated source: a change to blas.py's piece functions that changes
@@ -25,8 +25,7 @@ def render_gemm_epilogue(program: ScalarProgram, product_at: int, patterns: list
     """The kernel(parts, image0, a, b, c, in...) source. program.inputs[product_at] is the
     product's element; patterns[j] tells for input j (the others, in order) which of
     (image, row, column) it varies along."""
-    rewrite = Vectorizer()
-    others = [j for j in range(len(program.inputs)) if j != product_at]
+    header, others, _, inner, body = copy_out_program(program, product_at, "row[i2]", "row[i2]", "")
     args = ", ".join(["parts", "image0", "a", "b", "c"] + [f"in{j}" for j in others])
     lines = [f"# GEMM pieces: ortjit.ops.blas, version {BLAS_PIECES_VERSION}",
              "from ortjit.ops.blas import gemm_piece, split",
@@ -50,7 +49,6 @@ def render_gemm_epilogue(program: ScalarProgram, product_at: int, patterns: list
     # per row: inputs that vary along pixels as row views (the inner loop indexes them
     # from 0, so Numba adds no wraparound checks and LLVM vectorizes it), the others as
     # scalars read once
-    inner = [f"{program.inputs[product_at]} = row[i2]"]
     for j, (images, channels, pixels) in zip(others, patterns):
         at = ", ".join(["img" if images else "0", "i1" if channels else "0"])
         if pixels:
@@ -59,12 +57,10 @@ def render_gemm_epilogue(program: ScalarProgram, product_at: int, patterns: list
         else:
             lines.append(f"        {program.inputs[j]} = in{j}[{at}, 0]")
     lines.append("        for i2 in range(c1 - c0):")
-    inner += program.body_lines(compiled=True, rewrite_f32=rewrite)
-    inner.append(f"row[i2] = {program.outputs[0]}")
-    lines += ["            " + line for line in inner]
+    lines += ["            " + line for line in inner + body]
     lines += ["", "",
               "@njit(cache=True, nogil=True)",
               f"def kernel({args}):",
               "    per = split(parts, b.shape[0], a.shape[0], b.shape[2])[0]",
               f"    {threads.launch(True, 'b.shape[0] * per', args)}"]
-    return rewrite.header(program) + "\n".join(lines) + "\n"
+    return header + "\n".join(lines) + "\n"

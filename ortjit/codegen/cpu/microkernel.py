@@ -93,15 +93,17 @@ def narrower_source(tile: Tile) -> str:
                    for v in range(1, tile.vectors)) + f"LANES = {tile.lanes}\n"
 
 
-def call_by_vectors(tile: Tile, indent: str, args: str) -> str:
+def call_by_vectors(tile: Tile, indent: str, args: str, name: str = "_microkernel", full: str = "_microkernel") -> str:
     """Source that calls the micro-kernel with `args` over `vectors` vectors of B (a
-    variable of the generated code: the full tile's when it is not smaller)."""
+    variable of the generated code: the full tile's when it is not smaller): `<name>_<v>`
+    for fewer vectors, `full` for all (gathered_source's: name "_gathered", full
+    "_gathered_<the tile's vectors>")."""
     lines = []
     for v in range(1, tile.vectors):
-        lines += [f"{indent}{'if' if v == 1 else 'elif'} vectors == {v}:", f"{indent}    _microkernel_{v}({args})"]
+        lines += [f"{indent}{'if' if v == 1 else 'elif'} vectors == {v}:", f"{indent}    {name}_{v}({args})"]
     if not lines:
-        return f"{indent}_microkernel({args})\n"
-    return "\n".join(lines + [f"{indent}else:", f"{indent}    _microkernel({args})"]) + "\n"
+        return f"{indent}{full}({args})\n"
+    return "\n".join(lines + [f"{indent}else:", f"{indent}    {full}({args})"]) + "\n"
 
 
 def gathered_source(tile: Tile) -> str:

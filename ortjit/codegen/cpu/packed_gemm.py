@@ -16,7 +16,7 @@ broadcast patterns only.
 """
 from __future__ import annotations
 
-from . import HEADER, Vectorizer, microkernel, threads
+from . import HEADER, copy_out_program, microkernel, threads
 from ..elementwise import ScalarProgram
 
 KC = 512   # rows of K per block: an MR panel of A (16 KB) in L1, an NR panel of B (96 KB) in L2
@@ -87,21 +87,17 @@ def render_packed_gemm(tile: microkernel.Tile, parallel: bool, program: ScalarPr
         extra_args, what = "", "copied out"
         header = HEADER
     else:
-        rewrite = Vectorizer()
-        others = [j for j in range(len(program.inputs)) if j != product_at]
-        extra_args = "".join(f", in{j}" for j in others)
+        header, others, extra_args, per_pixel, body = copy_out_program(program, product_at, product,
+                                                                       "c[np.uint64(dst + j)]", ind_p)
         what = "through the fused program as they are copied out"
         per_row = []
-        per_pixel = [ind_p + f"{program.inputs[product_at]} = {product}"]
         for j, (rows, columns) in zip(others, patterns):
             if columns:   # varies along the columns: one base per row
                 per_row.append(ind_r + f"at{j} = {'row * n' if rows else '0'} + n0")
                 per_pixel.append(ind_p + f"{program.inputs[j]} = in{j}[np.uint64(at{j} + j)]")
             else:         # one value per row (or for all)
                 per_row.append(ind_r + f"{program.inputs[j]} = in{j}[np.uint64({'row' if rows else '0'})]")
-        per_pixel += [ind_p + line for line in program.body_lines(compiled=True, rewrite_f32=rewrite)]
-        per_pixel.append(ind_p + f"c[np.uint64(dst + j)] = {program.outputs[0]}")
-        header = rewrite.header(program)
+        per_pixel += body
     args = "a, packed, offs, a_packs, blocks, c, dims" + extra_args
     launch = threads.launch(parallel, "dims[3]", args)
     # a panel of fewer than NR valid columns (N = 256: 5 full panels and 16 columns) runs
