@@ -10,11 +10,12 @@ only the outputs it returns.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx_ir as ir
@@ -22,6 +23,7 @@ import onnx_ir as ir
 from . import codecache, compile_helper, config, irutil, jit, kernel_cache, progress, subgraph
 from .errors import InvalidGraph, OrtjitError, RuntimeException
 from .ops.base import Info, NeedsRuntimeValue
+from .ops.scratch import scratch
 
 
 @dataclass
@@ -342,8 +344,9 @@ def _assign_buffers(plan: Plan) -> None:
                 if root is not o or root in infos:   # a Concat's output and the views of its parts
                     held[root] = block = block_for(_nbytes(infos[root]))
                     for slot in [root] + [v for v, (r, _) in views.items() if r == root]:
-                        start = views[slot][1] if slot in views else 0
-                        plan.template[slot] = _view(block, start, infos[slot])
+                        where = views[slot][1] if slot in views else 0
+                        plan.template[slot] = plan.template[root][where] if isinstance(where, tuple) \
+                            else _view(block, where, infos[slot])
                     continue
                 held[o] = block = block_for(_nbytes(info))
                 plan.template[o] = _view(block, 0, info)
@@ -364,16 +367,47 @@ def _view(block: np.ndarray, start: int, info: Info) -> np.ndarray:
     return block[start:start + count * np.dtype(info.dtype).itemsize].view(info.dtype).reshape(info.shape)
 
 
+CONCAT_APART = True   # Concats whose parts lie apart also in place (tests, A/Bs: False)
+
+
+def _through_scratch(fn):
+    """fn(*ins, y) for a kernel that needs y contiguous, given a y whose images lie apart:
+    into scratch, then copied where y lies (as the Concat would have copied it)."""
+    @functools.wraps(fn)   # its attributes too (source, epilogue) for explain and the profile
+    def through_scratch(*args):
+        y = args[-1]
+        tmp = scratch("concat_part", y.size, y.dtype).reshape(y.shape)
+        fn(*args[:-1], tmp)
+        y[...] = tmp
+    through_scratch.strided_out = True
+    return through_scratch
+
+
 def _concat_views(plan: Plan, outputs: set) -> tuple[dict, set, dict]:
-    """Concats that need not copy: where the concatenated parts lie one after the other in
-    the output's memory (nothing but size-1 dims before the axis: a batch-1 channel Concat)
-    and each part is written by a kernel (or is itself such a Concat: DenseNet's blocks
-    concatenate the previous Concat with one more layer), those kernels write into views of
-    the output and the Concat step goes. A part may have other readers: the output's buffer
-    then lives as long as they need it. Returns ({part's slot: (the outermost Concat's
-    output slot, byte offset in it)}, indices of the Concat steps that go, {slot: Info}
+    """Concats that need not copy: each part is written by a kernel (or is itself such a
+    Concat: DenseNet's blocks concatenate the previous Concat with one more layer) into a
+    view of the output, and the Concat step goes.
+
+    * Where the parts lie one after the other in the output's memory (nothing but size-1
+      dims before the axis: a batch-1 channel Concat), any kernel writes its part, and a
+      part may have other readers (the output's buffer then lives as long as they need it).
+    * Where they do not (a channel Concat at batch > 1: each image's part lies apart from
+      the next's), only parts that no other kernel reads (kernels expect their inputs
+      contiguous; the fused elementwise loops would take them, but Numba's loops over
+      arrays of any strides ran DenseNet-121's 2.6x slower at batch 8, more than the
+      copies saved), nested only in Concats along the same axis. Kernels made to write such
+      a view (`strided_out`: the Conv paths that write each image where it lies, Concat)
+      write it; other single-output kernels write scratch and copy it there
+      (_through_scratch), as the Concat would have, so that the others need not.
+
+    Returns ({part's slot: (the outermost Concat's output slot, byte offset in it, or the
+    index of its view in that output)}, indices of the Concat steps that go, {slot: Info}
     of every slot involved)."""
     made_by = {o: k for k, step in enumerate(plan.steps) for o in step.outs}
+    reads: dict = {}   # slot -> how many steps read it
+    for step in plan.steps:
+        for i in step.ins:
+            reads[i] = reads.get(i, 0) + 1
     inputs = set(plan.input_slots)
     views, in_place, infos = {}, set(), {}
     for k in reversed(range(len(plan.steps))):   # outer Concats first: inner ones nest in them
@@ -383,8 +417,13 @@ def _concat_views(plan: Plan, outputs: set) -> tuple[dict, set, dict]:
         if axis is None or step.mode != "write" or out in outputs:
             continue
         info = step.out_infos[0]
-        if np.dtype(info.dtype) == object or int(np.prod(info.shape[:axis], dtype=np.int64)) != 1 or \
-                None in step.ins or len(set(step.ins)) != len(step.ins):
+        apart = int(np.prod(info.shape[:axis], dtype=np.int64)) != 1
+        if apart and not CONCAT_APART:
+            continue
+        # nested in an outer Concat: contiguous in contiguous, or apart along the same axis
+        where = views.get(out, (out, 0 if not apart else (slice(None),) * axis + (slice(0, None),)))[1]
+        if np.dtype(info.dtype) == object or None in step.ins or len(set(step.ins)) != len(step.ins) or \
+                isinstance(where, tuple) != apart or (apart and len(where) != axis + 1):
             continue
         parts = []
         for i in step.ins:
@@ -392,16 +431,24 @@ def _concat_views(plan: Plan, outputs: set) -> tuple[dict, set, dict]:
             maker = plan.steps[p] if p is not None else None
             if maker is None or maker.mode != "write" or i in outputs or i in inputs or i in views:
                 break
+            if apart and (reads[i] > 1 or not (getattr(maker.fn, "strided_out", False) or len(maker.outs) == 1)):
+                break
             parts.append(maker.out_infos[maker.outs.index(i)])
         else:
-            root, base = views.get(out, (out, 0))
+            if apart:   # a kernel that needs its output contiguous writes scratch, then copies
+                for i in step.ins:
+                    maker = plan.steps[made_by[i]]
+                    if not getattr(maker.fn, "strided_out", False):
+                        plan.steps[made_by[i]] = replace(maker, fn=_through_scratch(maker.fn))
+            root = views.get(out, (out,))[0]
             infos[out] = info
             row = int(np.prod(info.shape[axis + 1:], dtype=np.int64)) * np.dtype(info.dtype).itemsize
-            offset = base
+            offset, start = (0, where[axis].start) if apart else (where, 0)
             for i, part in zip(step.ins, parts):
-                views[i] = (root, offset)
+                size = part.shape[axis]
+                views[i] = (root, (slice(None),) * axis + (slice(start, start + size),) if apart else offset)
                 infos[i] = part
-                offset += part.shape[axis] * row
+                offset, start = offset + size * row, start + size
             in_place.add(k)
     return views, in_place, infos
 

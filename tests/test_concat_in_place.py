@@ -8,6 +8,8 @@ import pytest
 from onnx import TensorProto, helper
 
 import onnxruntime as ort
+from ortjit import plan as plan_module
+from ortjit.ops import direct_conv
 from tests.util import make_model, reference
 
 RNG = np.random.default_rng(5)
@@ -52,13 +54,76 @@ def test_batch_one_channel_concat_is_written_in_place():
     assert "Concat" not in [s.op_type for s in plan.steps]
 
 
-@pytest.mark.parametrize("case", ["batch_two", "part_also_an_output", "graph_input_as_part"])
-def test_concat_copies_where_views_would_not_do(case):
-    model, feed = branches_model(2 if case == "batch_two" else 1, extra_reader=case == "part_also_an_output",
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("case", ["part_also_an_output", "graph_input_as_part"])
+def test_concat_copies_where_views_would_not_do(case, batch):
+    model, feed = branches_model(batch, extra_reader=case == "part_also_an_output",
                                  with_input=case == "graph_input_as_part")
     plan = run(model, feed)
     assert plan.stats["concats_in_place"] == 0
     assert "Concat" in [s.op_type for s in plan.steps]
+
+
+def test_batch_two_channel_concat_is_written_in_place():
+    # each image's part lies apart from the next's: the convolutions write there, the
+    # pool (a kernel that needs its output contiguous) through scratch
+    plan = run(*branches_model(2))
+    assert plan.stats["concats_in_place"] == 1
+    assert "Concat" not in [s.op_type for s in plan.steps]
+
+
+def wide_branches_model(batch, nested=False, read_elsewhere=False):
+    """A 1x1, a 3x3 and a 5x5 conv branch (bias, ReLU) from 16 channels at 10x10, big enough
+    for the fast conv paths; nested: the first two concatenated first, then the third;
+    read_elsewhere: the 3x3 branch's result is also read by a Sigmoid added to the output."""
+    inits = {f"w{k}": (RNG.standard_normal((8 + k, 16, k, k)) * 0.2).astype(np.float32) for k in (1, 3, 5)}
+    inits.update({f"b{k}": RNG.standard_normal(8 + k).astype(np.float32) for k in (1, 3, 5)})
+    nodes = []
+    for k in (1, 3, 5):   # with their biases, each Conv and its ReLU become one FusedConv
+        nodes += [helper.make_node("Conv", ["x", f"w{k}", f"b{k}"], [f"c{k}"], pads=[k // 2] * 4),
+                  helper.make_node("Relu", [f"c{k}"], [f"r{k}"])]
+    if nested:
+        nodes += [helper.make_node("Concat", ["r1", "r3"], ["inner"], axis=1),
+                  helper.make_node("Concat", ["inner", "r5"], ["cat"], axis=1)]
+    else:
+        nodes.append(helper.make_node("Concat", ["r1", "r3", "r5"], ["cat"], axis=1))
+    outputs = ["cat"]
+    if read_elsewhere:
+        nodes += [helper.make_node("Sigmoid", ["r3"], ["s3"]), helper.make_node("ReduceSum", ["s3"], ["t3"])]
+        outputs.append("t3")
+    nodes.append(helper.make_node("Relu", [outputs[0]], ["y"]))
+    model = make_model(nodes, {"x": np.zeros((batch, 16, 10, 10), np.float32)}, ["y"] + outputs[1:], inits,
+                       opset=17)
+    return model, {"x": RNG.standard_normal((batch, 16, 10, 10)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("kernel", ["ChannelConv", "DirectConv", "im2col"])
+@pytest.mark.parametrize("nested", [False, True])
+def test_conv_paths_write_their_part_where_each_image_has_it(monkeypatch, kernel, nested):
+    monkeypatch.setattr(direct_conv, "ENABLED", kernel != "im2col")
+    monkeypatch.setattr(direct_conv, "FORCED", kernel != "im2col")
+    monkeypatch.setattr(direct_conv, "FORCED_CHANNELS", kernel == "ChannelConv")
+    plan = run(*wide_branches_model(3, nested))
+    assert plan.stats["concats_in_place"] == (2 if nested else 1)
+    convs = [s for s in plan.steps if s.op_type == "FusedConv"]
+    assert len(convs) == 3 and all(s.fn.__name__ == "fused_conv" for s in convs)   # none through scratch
+    assert not any(plan.template[s.outs[0]].flags.c_contiguous for s in convs)   # views of the Concat's output
+
+
+def test_a_part_read_elsewhere_at_batch_two_is_copied():
+    plan = run(*wide_branches_model(2, read_elsewhere=True))
+    assert plan.stats["concats_in_place"] == 0
+
+
+def test_concat_apart_off_gives_the_same_results(monkeypatch):
+    model, feed = wide_branches_model(2, nested=True)
+    on = ort.InferenceSession(model.SerializeToString()).run(None, feed)
+    monkeypatch.setattr(plan_module, "CONCAT_APART", False)
+    sess = ort.InferenceSession(model.SerializeToString())
+    off = sess.run(None, feed)
+    assert next(iter(sess._sess.plans.values())).stats["concats_in_place"] == 0
+    for a, b in zip(on, off):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_in_place_concat_under_the_profiler():

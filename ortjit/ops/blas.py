@@ -326,11 +326,12 @@ def split(parts, batch, m, n):
 @njit(inline="always")
 def gemm_piece(a, b, c, i, image, cut_n, lo, hi):
     """c[image] (rows or columns lo:hi, as `split` cut it) = a @ b[i]: a (M, K), b (batch,
-    K, N) and c (images, M, N), all C-contiguous float32 or float64."""
+    K, N) C-contiguous float32 or float64, c (images, M, N) the same but for its images,
+    which may lie apart (a Concat's part: see plan._concat_views)."""
     m, k, n = a.shape[0], a.shape[1], b.shape[2]
     item = c.itemsize
     bi = b.ctypes.data + i * k * n * item
-    ci = c.ctypes.data + image * m * n * item
+    ci = c.ctypes.data + image * c.strides[0]
     one, zero = c.dtype.type(1), c.dtype.type(0)
     if cut_n:
         _cblas_gemm(_NO_TRANS, _NO_TRANS, m, hi - lo, k, one, a.ctypes.data, k, bi + lo * item, n,

@@ -201,6 +201,14 @@ def depthwise_kernel(taps: int, strides: tuple, bias: bool):
     return codecache.load(f"depthwise_{taps}taps", source), source
 
 
+def _images_view(y: np.ndarray, shape: tuple) -> np.ndarray:
+    """y seen as `shape` without a copy (y's images may lie apart: a Concat's part); a
+    reshape that needed one would leave the results in the copy."""
+    view = y.view()
+    view.shape = shape   # raises where numpy would copy
+    return view
+
+
 def _then_epilogue(conv, epilogue, source=None):
     """run(x, w, bias, y, extras) for a convolution `conv(x, w, bias, y)` that takes no
     epilogue itself: into scratch, then the epilogue's loop into y."""
@@ -260,6 +268,7 @@ class Conv(Op):
         def conv(x, w, *rest):
             run(x, w, rest[0] if len(rest) == 2 else None, rest[-1])
         conv.source = getattr(run, "source", None)   # a generated kernel's, for `ortjit explain`
+        conv.strided_out = getattr(run, "strided_out", False)   # writes y whose images lie apart (plan._concat_views)
         return conv
 
     def runner(self, ctx, epilogue=None):
@@ -282,9 +291,9 @@ class Conv(Op):
             fused = epilogue is not None and epilogue.fits_direct()
             direct = direct_conv.kernel_for(out2)(n, c, hw, m, k2, out2, b2, e2, s2, d2, ctx.input(2) is not None,
                                                   weights=w_static, epilogue=epilogue if fused else None)
-            if fused:
-                return direct
-            return _then_epilogue(direct, epilogue, direct.source)
+            run = direct if fused else _then_epilogue(direct, epilogue, direct.source)
+            run.strided_out = fused or epilogue is None   # see ops/direct_conv.flat_images
+            return run
         if kernel == [3, 3] and strides == [1, 1] and dilations == [1, 1] and group == 1 and not half and \
                 winograd.worthwhile(n, c, m, out):
             return _then_epilogue(winograd.make(n, c, *x_shape[2:], m, out, begin, dtype, w_static), epilogue)
@@ -321,7 +330,7 @@ class Conv(Op):
             wg = w.reshape(group, mg, cg * ksize)
             yv = y.reshape(n, group, mg, p)
             if in_gemm:
-                w2, y3 = np.ascontiguousarray(wg[0]), y.reshape(n, m, p)
+                w2, y3 = np.ascontiguousarray(wg[0]), _images_view(y, (n, m, p))
                 ex3 = epilogue.gemm_inputs(extras)
             if depthwise:
                 dw_kernel(np.ascontiguousarray(x).reshape(-1), xp, np.ascontiguousarray(w).reshape(m, ksize),
@@ -362,6 +371,9 @@ class Conv(Op):
                 epilogue.after(y, extras, final)
         if depthwise:
             run.source = dw_source
+        # the GEMM's pieces write each image where y has it, though y's images lie apart
+        # (plan._concat_views); the other paths need y contiguous
+        run.strided_out = in_gemm
         return run
 
 

@@ -117,6 +117,23 @@ def _efficiency(oh: int, ow: int, wq: int, m: int) -> float:
     return used / computed * m / (-(-m // tile.rows) * tile.rows)
 
 
+def flat_images(y: np.ndarray) -> tuple[np.ndarray, int, bool]:
+    """(a 1-D float32 array, the elements from one image's start to the next's, whether the
+    array is y's memory) for a kernel writing y[img] at img * stride: y's own memory where
+    each image is contiguous, though the images may lie apart (the plan gives a Concat's
+    part, at batch > 1, the view of its channels in the Concat's output: see
+    plan._concat_views); else a new array, which the caller copies into y."""
+    per_image = int(np.prod(y.shape[1:], dtype=np.int64))
+    if y.flags.c_contiguous:
+        return y.reshape(-1), per_image, True
+    if y.dtype == np.float32 and len(y) and y[0].flags.c_contiguous and y.strides[0] > 0 and \
+            y.strides[0] % y.itemsize == 0:
+        stride = y.strides[0] // y.itemsize
+        span = (len(y) - 1) * stride + per_image
+        return np.lib.stride_tricks.as_strided(y, (span,), (y.itemsize,)), stride, True
+    return np.empty(y.size, np.float32), per_image, False
+
+
 def _pack(w2: np.ndarray, rows: int, kc_max: int) -> np.ndarray:
     """W as (M, K) -> (K blocks, M panels, kc_max, rows): each panel's `rows` weights per k
     contiguous, zero rows past M and zero k past K."""
@@ -208,13 +225,13 @@ class DirectConv:
         parts = numba.get_num_threads()
         blocks = scratch("direct_conv_blocks", parts * int(np.prod(self.block_shape)),
                          np.float32).reshape(parts, *self.block_shape)
-        out = y if y.flags.c_contiguous else np.empty(y.shape, np.float32)
+        out, y_image, into_y = flat_images(y)
         ins = self._epilogue_inputs(extras)
         self._kernel(xpad, packed, self.offs, blocks,
                      self.zero_bias if bias is None else bias.astype(np.float32, copy=False),
-                     out.reshape(-1), self.dims, *ins)
-        if out is not y:
-            y[...] = out
+                     out, self.dims + (y_image,), *ins)
+        if not into_y:
+            y[...] = out.reshape(y.shape)
 
 
 class ChannelConv(DirectConv):
@@ -245,10 +262,10 @@ class ChannelConv(DirectConv):
         parts = numba.get_num_threads()
         blocks = scratch("direct_conv_blocks", parts * self.tile.rows * self.tile.cols,
                          np.float32).reshape(parts, self.tile.rows, self.tile.cols)
-        out = y if y.flags.c_contiguous else np.empty(y.shape, np.float32)
+        out, y_image, into_y = flat_images(y)
         ins = self._epilogue_inputs(extras)
         self._kernel(xpad, packed, self.offs, self.rows, self.where, blocks,
                      self.zero_bias if bias is None else bias.astype(np.float32, copy=False),
-                     out.reshape(-1), self.dims, *ins)
-        if out is not y:
-            y[...] = out
+                     out, self.dims + (y_image,), *ins)
+        if not into_y:
+            y[...] = out.reshape(y.shape)

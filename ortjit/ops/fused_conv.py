@@ -116,6 +116,7 @@ class FusedConv(Op):
         def fused_conv(x, w, *rest):
             run(x, w, None, rest[-1], rest[:-1])
         fused_conv.epilogue = epilogue
+        fused_conv.strided_out = getattr(run, "strided_out", False)   # see Conv.runner
         fused_conv.source = (getattr(run, "source", None) or "") + epilogue.source
         return fused_conv
 

@@ -384,6 +384,22 @@ class _GlobalPool(Op):
 class GlobalAveragePool(_GlobalPool):
     reduce = staticmethod(np.mean)
 
+    def kernel(self, ctx):
+        x_shape, dtype = ctx.inputs[0].shape, np.dtype(ctx.inputs[0].dtype)
+        if dtype not in (np.float32, np.float64):
+            return super().kernel(ctx)
+        # the sums as one matrix-vector product with ones (BLAS), then / count as np.mean
+        # does: numpy's mean over short rows pays per row (1000 planes of 13x13, SqueezeNet's
+        # last pool: 68 us against 16 for the product)
+        rows = (x_shape[0] * x_shape[1], int(np.prod(x_shape[2:])))
+        ones, count = np.ones(rows[1], dtype), dtype.type(rows[1])
+
+        def global_average_pool(x, y):
+            out = y.reshape(-1)
+            np.matmul(x.reshape(rows), ones, out=out)
+            np.divide(out, count, out=out)
+        return global_average_pool
+
 
 @register("GlobalMaxPool")
 class GlobalMaxPool(_GlobalPool):

@@ -74,6 +74,7 @@ class Concat(Op):
             np.concatenate(args[:n], axis=axis, out=args[n])
         # the plan may give the inputs' producers views of the output instead (plan.py)
         concat.concat_axis = axis
+        concat.strided_out = True   # numpy writes any view of the output
         return concat
 
 

@@ -21,7 +21,7 @@ _PRODUCT = '''
 @njit(nogil=True, error_model="numpy")
 def work(part, xpad, packed, offs, rows, where, blocks, bias, y, dims{extra_args}):
     """Thread `part`'s share of kernel()'s units."""
-    n, M, K, kc_max, P, pixel_blocks, panels = dims
+    n, M, K, kc_max, P, pixel_blocks, panels, y_image = dims
     parts = blocks.shape[0]
     units = pixel_blocks * panels
     lo, hi = part * units // parts, (part + 1) * units // parts
@@ -52,7 +52,7 @@ def work(part, xpad, packed, offs, rows, where, blocks, bias, y, dims{extra_args
                     img, p = img0, p0 + r
                 else:
                     img, p = where[q0 + r, 0], where[q0 + r, 1]
-                dst = (img * M + m) * P + p
+                dst = img * y_image + m * P + p   # y's images may lie apart (a Concat's part)
 {per_pixel}
 '''
 

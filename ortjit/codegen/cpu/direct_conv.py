@@ -73,7 +73,7 @@ _PRODUCT = '''
 def work(part, xpad, packed, offs, blocks, bias, y, dims{extra_args}):
     """Thread `part`'s share of kernel()'s units: NR pixels in the vectors, MR output
     channels broadcast."""
-    n, M, K, kc_max, panels_per_image, stride, m_split, m_step, group, oh, ow, Wp = dims
+    n, M, K, kc_max, panels_per_image, stride, m_split, m_step, group, oh, ow, Wp, y_image = dims
     parts = blocks.shape[0]
     k_blocks, m_panels = packed.shape[0], packed.shape[1]
     panels = n * panels_per_image
@@ -111,7 +111,7 @@ def work(part, xpad, packed, offs, blocks, bias, y, dims{extra_args}):
                 for i in range(i_lo, i_hi):
                     j0 = max(col, i * Wp) - i * Wp
                     j1 = min(col + NR, i * Wp + ow) - i * Wp
-                    dst = ((img * M + m) * oh + i) * ow
+                    dst = img * y_image + (m * oh + i) * ow   # y's images may lie apart (a Concat's part)
                     src = (q - u) * NR + i * Wp - col
 {per_row}
                     for j in range(j0, j1):

@@ -18,7 +18,7 @@ from ..elementwise import ScalarProgram
 # Part of every generated source: a change to blas.py's piece functions that changes
 # their meaning must bump this, so that cached kernels built against the old ones (the
 # disk cache keys on this file's text only) are not reused.
-BLAS_PIECES_VERSION = 1
+BLAS_PIECES_VERSION = 2
 
 
 def render_gemm_epilogue(program: ScalarProgram, product_at: int, patterns: list[tuple]) -> str:
