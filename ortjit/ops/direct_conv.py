@@ -139,9 +139,16 @@ def _pack(w2: np.ndarray, rows: int, kc_max: int) -> np.ndarray:
     contiguous, zero rows past M and zero k past K."""
     m, k = w2.shape
     m_panels, k_blocks = -(-m // rows), -(-k // kc_max)
-    padded = np.zeros((m_panels * rows, k_blocks * kc_max), np.float32)
-    padded[:m, :k] = w2
-    return np.ascontiguousarray(padded.reshape(m_panels, rows, k_blocks, kc_max).transpose(2, 0, 3, 1))
+    packed = np.zeros((k_blocks, m_panels, kc_max, rows), np.float32)
+    full = m // rows
+    # a 3-D transposed copy per block of K: 1.5-7x the speed of one 4-D one (its innermost
+    # dim read `rows` apart), which took 13 ms of Inception v1's session start
+    for kb in range(k_blocks):
+        k0, k1 = kb * kc_max, min(k, (kb + 1) * kc_max)
+        packed[kb, :full, :k1 - k0] = w2[:full * rows, k0:k1].reshape(full, rows, k1 - k0).transpose(0, 2, 1)
+        if full < m_panels:
+            packed[kb, full, :k1 - k0, :m - full * rows] = w2[full * rows:, k0:k1].T
+    return packed
 
 
 class DirectConv:
