@@ -83,49 +83,56 @@ def to_3d(values, fill):
 
 
 @njit(nogil=True, error_model="numpy")
-def _im2col_rows(u, x, cols, dims, geo):
-    """Unit u's rows of cols (see _im2col): channel u // (kd kh), kernel row (a, b) =
-    divmod(u % (kd kh), kh), its kw taps."""
+def _im2col_channel(c, x, cols, dims, geo):
+    """Channel c's rows of cols (see _im2col)."""
     C, D, H, W, od, oh, ow = dims
     kd, kh, kw, sd, sh, sw, pd, ph, pw, dd, dh, dw = geo
     zero = cols.dtype.type(0)
-    c, ab = u // (kd * kh), u % (kd * kh)
-    a, b = ab // kh, ab % kh
-    q = u * kw * od * oh * ow
-    if sw == 2 and dw == 1:
-        _im2col_rows_stride2(c, a, b, q, x, cols, dims, geo)
-        return
-    for e in range(kw):
-        # output columns k whose input column k*sw + off falls inside [0, W)
-        off = e * dw - pw
-        k_lo = min(max(0, (-off + sw - 1) // sw), ow)
-        k_hi = max(min(ow, (W - 1 - off) // sw + 1), k_lo) if W - 1 - off >= 0 else k_lo
-        for i in range(od):
-            z = i * sd - pd + a * dd
-            for j in range(oh):
-                y = j * sh - ph + b * dh
-                inside = 0 <= z < D and 0 <= y < H
-                lo, hi = (k_lo, k_hi) if inside else (ow, ow)
-                base = ((c * D + z) * H + y) * W + off
-                # indices cast to unsigned: Numba then skips its negative-index
-                # wraparound, which costs ~10x in these copy loops
-                for k in range(lo):
-                    cols[np.uint64(q + k)] = zero
-                for k in range(lo, hi):
-                    cols[np.uint64(q + k)] = x[np.uint64(base + k * sw)]
-                for k in range(hi, ow):
-                    cols[np.uint64(q + k)] = zero
-                q += ow
+    q = c * kd * kh * kw * od * oh * ow
+    for a in range(kd):
+        for b in range(kh):
+            for e in range(kw):
+                # output columns k whose input column k*sw + off falls inside [0, W)
+                off = e * dw - pw
+                k_lo = min(max(0, (-off + sw - 1) // sw), ow)
+                k_hi = max(min(ow, (W - 1 - off) // sw + 1), k_lo) if W - 1 - off >= 0 else k_lo
+                for i in range(od):
+                    z = i * sd - pd + a * dd
+                    for j in range(oh):
+                        y = j * sh - ph + b * dh
+                        inside = 0 <= z < D and 0 <= y < H
+                        lo, hi = (k_lo, k_hi) if inside else (ow, ow)
+                        base = ((c * D + z) * H + y) * W + off
+                        # indices cast to unsigned: Numba then skips its negative-index
+                        # wraparound, which costs ~10x in these copy loops
+                        for k in range(lo):
+                            cols[np.uint64(q + k)] = zero
+                        for k in range(lo, hi):
+                            cols[np.uint64(q + k)] = x[np.uint64(base + k * sw)]
+                        for k in range(hi, ow):
+                            cols[np.uint64(q + k)] = zero
+                        q += ow
+
+
+@blas.threaded_njit
+def _im2col(x, cols, dims, geo):
+    """x: one image (C, D, H, W) flattened; cols: (C, kd, kh, kw, od, oh, ow) flattened, zero
+    where the window lies in the padding. Flat indices: no per-row views in the inner loops.
+    Channels are spread over the threads."""
+    run_parts(_im2col_channel, dims[0], (x, cols, dims, geo))
 
 
 @njit(nogil=True, error_model="numpy")
-def _im2col_rows_stride2(c, a, b, q0, x, cols, dims, geo):
-    """_im2col_rows at column stride 2 (dilation 1): each input row is split once into its
+def _im2col_stride2_rows(u, x, cols, dims, geo):
+    """Unit u's rows of cols (see _im2col_stride2): channel u // (kd kh), kernel row
+    (a, b) = divmod(u % (kd kh), kh), its kw taps. Each input row is split once into its
     even and odd columns (both in one loop, which LLVM turns into vector loads and
-    shuffles), then every tap's row is a contiguous copy from one half. Reading every
-    other column straight from the input ran at a fifth of a copy's speed (gathers)."""
+    shuffles), then every tap's row is a contiguous copy from one half."""
     C, D, H, W, od, oh, ow = dims
     kd, kh, kw, sd, sh, sw, pd, ph, pw, dd, dh, dw = geo
+    c, ab = u // (kd * kh), u % (kd * kh)
+    a, b = ab // kh, ab % kh
+    q0 = u * kw * od * oh * ow
     zero = cols.dtype.type(0)
     plane = od * oh * ow
     evens = (W + 1) // 2
@@ -158,12 +165,15 @@ def _im2col_rows_stride2(c, a, b, q0, x, cols, dims, geo):
 
 
 @blas.threaded_njit
-def _im2col(x, cols, dims, geo):
-    """x: one image (C, D, H, W) flattened; cols: (C, kd, kh, kw, od, oh, ow) flattened, zero
-    where the window lies in the padding. Flat indices: no per-row views in the inner loops.
-    The threads take (channel, kernel row) units: a first layer's 3 channels alone would
-    leave one of two threads a third of the work."""
-    run_parts(_im2col_rows, dims[0] * geo[0] * geo[1], (x, cols, dims, geo))
+def _im2col_stride2(x, cols, dims, geo):
+    """_im2col for column stride 2, dilation 1 and windows wider than one column (the
+    first layers' 3x3 stride 2): reading every other column straight from the input, as
+    _im2col does, ran at a fifth of a copy's speed (gathers): SqueezeNet's first layer
+    (3 channels of 224x224) 152 -> 56 us. Its own kernel, as it compiles in about a
+    second: ResNet-50's stride-2 1x1 layers keep _im2col. The threads take (channel,
+    kernel row) units: a first layer's 3 channels alone would leave one of two threads a
+    third of the work."""
+    run_parts(_im2col_stride2_rows, dims[0] * geo[0] * geo[1], (x, cols, dims, geo))
 
 
 def _depthwise_source(taps: int, strides: tuple, parallel: bool, bias: bool) -> str:
@@ -363,6 +373,7 @@ class Conv(Op):
             batch = max(1, min(n, IM2COL_BYTES // (c * ksize * p * np.dtype(dtype).itemsize)))
             dims = (c, *to_3d(x_shape[2:], 1), *to_3d(out, 1))
             geo = (*to_3d(kernel, 1), *to_3d(strides, 1), *to_3d(begin, 0), *to_3d(dilations, 1))
+            unroll = _im2col_stride2 if geo[5] == 2 and geo[11] == 1 and geo[2] > 1 else _im2col
 
         def run(x, w, bias, y, extras=()):
             final = y
@@ -397,7 +408,7 @@ class Conv(Op):
                     count = min(batch, n - i0)
                     # the images' channels one after the other: im2col's loop over channels
                     # covers them all
-                    _im2col(x[i0:i0 + count].reshape(-1), cols, (count * c, *dims[1:]), geo)
+                    unroll(x[i0:i0 + count].reshape(-1), cols, (count * c, *dims[1:]), geo)
                     images = cols[:count * c * ksize * p].reshape(count, group, cg * ksize, p)
                     if in_gemm:   # one GEMM call for them all, the threads taking whole images
                         epilogue.gemm(w2, images.reshape(count, c * ksize, p), y3, i0, ex3)
