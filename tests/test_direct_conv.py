@@ -154,6 +154,29 @@ def test_property_direct_conv_matches_the_oracle(n, c, m, h, w, kh, kw, dilation
 
 
 @needs_microkernel
+@pytest.mark.parametrize("kernel, strides, dilations", [([3, 3], [1, 1], [1, 1]), ([1, 1], [1, 1], [1, 1]),
+                                                       ([3, 2], [2, 3], [1, 1]), ([3, 3], [1, 2], [2, 1])])
+def test_unpadded_channel_conv_reads_the_input_in_place(monkeypatch, kernel, strides, dilations):
+    """No padding: ChannelConv's taps read the input where it lies (no padded copy), over
+    two images, with a residual epilogue."""
+    monkeypatch.setattr(direct_conv, "FORCED", True)
+    monkeypatch.setattr(direct_conv, "FORCED_CHANNELS", True)
+    made = []
+    original = direct_conv.ChannelConv.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        made.append(self.in_place)
+    monkeypatch.setattr(direct_conv.ChannelConv, "__init__", spy)
+    attrs = dict(strides=strides, dilations=dilations)
+    model, feed = conv_model((2, 20, 11, 13), (52, 20, *kernel), attrs, True, True, "residual")
+    got = ort.InferenceSession(model.SerializeToString()).run(None, feed)[0]
+    expect = reference(model, feed)[0]
+    np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(expect).max())))
+    assert made == [True]
+
+
+@needs_microkernel
 def test_winograd_keeps_wide_3x3_convolutions_and_direct_takes_narrow_ones():
     f32 = np.float32
     assert direct_conv.worthwhile(f32, 1, [3, 3], [1, 1], [1, 1], 1, 64, 64, [56, 56])

@@ -73,6 +73,9 @@ def worthwhile(dtype, group, kernel, strides, dilations, n, c, m, out) -> bool:
         return True
     if int(np.prod(kernel)) == 1:
         # 1x1: one GEMM either way, and OpenBLAS's is as fast as ours on these shapes.
+        # ChannelConv reading the input in place (below) beat the GEMM pieces kernel
+        # against kernel on layers of 7x7 to 28x28 (0.79-0.98x), but not whole models
+        # (Inception v1, v2, SqueezeNet, ResNet-50, DenseNet-121 b1: 0.98-1.02x).
         # Direct reading the input in place measured 1.05-1.43x on 14x14 and 7x7 and
         # 1.2-1.4x inside ResNet-50; with B packed per thread, 1.14-1.60x on ResNet-50's
         # 1x1 layers (docs/performance.md). Kept on OpenBLAS.
@@ -183,7 +186,7 @@ class DirectConv:
         else:
             self.source = render(self.tile, blas.threaded(), False, epilogue.program, epilogue.product_at,
                                  epilogue.patterns)
-        self._kernel = None
+        self._kernel = self._pad = None
 
     def _geometry(self, n, c, in_hw, m, kernel, begin, end, strides, dilations):
         """Sets what both kernels share (the padded input, the taps' offsets); returns the
@@ -210,11 +213,12 @@ class DirectConv:
 
     def _load(self, name: str):
         if self._kernel is None:
-            self._pad = codecache.load("direct_conv_pad", render_pad(blas.threaded()), attr="pad")
             self._kernel = codecache.load(name, self.source)
 
     def _padded(self, x, w):
         """(the packed weights, the padded input)."""
+        if self._pad is None:
+            self._pad = codecache.load("direct_conv_pad", render_pad(blas.threaded()), attr="pad")
         packed = self.packed if self.packed is not None else self._pack(w)
         xpad = scratch("direct_conv_input", self.pad_dims[0] * self.pad_dims[-1], np.float32)
         self._pad(np.ascontiguousarray(x).reshape(-1), xpad, self.pad_dims)
@@ -257,6 +261,15 @@ class ChannelConv(DirectConv):
         img, at = q // p, q % p
         self.where = np.ascontiguousarray(np.stack([img, at], axis=1).astype(np.int64))
         self.rows = (img * stride + (at // ow) * wq + at % ow).astype(np.int64)
+        # unpadded: the taps read the input where it lies, with no padded copy (a third
+        # of the call for a 1x1 layer): each pixel's address is in `rows` and each tap's
+        # offset in `offs`, any stride, and the reads go nowhere else
+        self.in_place = not any(begin) and not any(end)
+        if self.in_place:
+            (h, w), (sh, sw), (dh, dw) = in_hw, strides, dilations
+            self.rows = (img * c * h * w + (at // ow) * sh * w + (at % ow) * sw).astype(np.int64)
+            cc, a, b = np.meshgrid(np.arange(c), np.arange(kernel[0]) * dh, np.arange(kernel[1]) * dw, indexing="ij")
+            self.offs = (cc * h * w + a * w + b).reshape(-1).astype(np.int64)
         self.dims = (n, m, self.k, self.kc, p, pixel_blocks, -(-m // tile.cols))
         self._finish(render_channel_conv, weights, has_bias, epilogue)
 
@@ -265,7 +278,11 @@ class ChannelConv(DirectConv):
 
     def __call__(self, x, w, bias, y, extras=()):
         self._load("channel_conv")
-        packed, xpad = self._padded(x, w)
+        if self.in_place:
+            packed = self.packed if self.packed is not None else self._pack(w)
+            xpad = np.ascontiguousarray(x, np.float32).reshape(-1)
+        else:
+            packed, xpad = self._padded(x, w)
         parts = numba.get_num_threads()
         blocks = scratch("direct_conv_blocks", parts * self.tile.rows * self.tile.cols,
                          np.float32).reshape(parts, self.tile.rows, self.tile.cols)
