@@ -322,6 +322,11 @@ def test_lppool_and_global_pools():
     check("GlobalAveragePool", {"x": rand(2, 3, 4, 3, 5)})
     check("GlobalAveragePool", {"x": rand(2, 3, 7)})
     check("GlobalMaxPool", {"x": x})
+    # the mean as a matrix-vector product: float64 too, and NaN / inf as np.mean has them
+    check("GlobalAveragePool", {"x": rand(2, 5, 13, 13).astype(np.float64)})
+    special = rand(1, 4, 3, 3)
+    special[0, 0, 1, 1], special[0, 1, 0, 0], special[0, 2, 0, 0], special[0, 2, 2, 2] = np.nan, np.inf, np.inf, -np.inf
+    check_numpy("GlobalAveragePool", {"x": special}, special.mean(axis=(2, 3), keepdims=True))
     check_numpy("GlobalLpPool", {"x": x}, np.sqrt((x.astype(np.float64) ** 2).sum(axis=(2, 3), keepdims=True))
                 .astype(np.float32), rtol=1e-5)
 
