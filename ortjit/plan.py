@@ -421,7 +421,9 @@ def _concat_views(plan: Plan, outputs: set) -> tuple[dict, set, dict]:
         if apart and not CONCAT_APART:
             continue
         # nested in an outer Concat: contiguous in contiguous, or apart along the same axis
-        where = views.get(out, (out, 0 if not apart else (slice(None),) * axis + (slice(0, None),)))[1]
+        root, where = views.get(out, (out, None))
+        if where is None:   # the outermost: its own buffer
+            where = (slice(None),) * axis + (slice(0, None),) if apart else 0
         if np.dtype(info.dtype) == object or None in step.ins or len(set(step.ins)) != len(step.ins) or \
                 isinstance(where, tuple) != apart or (apart and len(where) != axis + 1):
             continue
@@ -440,7 +442,6 @@ def _concat_views(plan: Plan, outputs: set) -> tuple[dict, set, dict]:
                     maker = plan.steps[made_by[i]]
                     if not getattr(maker.fn, "strided_out", False):
                         plan.steps[made_by[i]] = replace(maker, fn=_through_scratch(maker.fn))
-            root = views.get(out, (out,))[0]
             infos[out] = info
             row = int(np.prod(info.shape[axis + 1:], dtype=np.int64)) * np.dtype(info.dtype).itemsize
             offset, start = (0, where[axis].start) if apart else (where, 0)

@@ -79,6 +79,16 @@ def copy_out_program(program: ScalarProgram, product_at: int, product: str, stor
     return rewrite.header(program), others, "".join(f", in{j}" for j in others), read, body
 
 
+def bias_copy_out(product: str, store: str, bias: bool, ind_c: str, ind_p: str):
+    """The copy-out lines of a convolution without a fused program (direct_conv,
+    channel_conv): the product stored, plus bias[m], read once per channel, with `bias`.
+    Returns (module header, per-channel lines, per-pixel lines, extra kernel arguments,
+    what the kernel's docstring says it adds)."""
+    per_channel = [ind_c + "bm = bias[m]"] if bias else []
+    per_pixel = [ind_p + f"{store} = {product}{' + bm' if bias else ''}"]
+    return HEADER, per_channel, per_pixel, "", "bias[m] +" if bias else "the value"
+
+
 def render_elementwise(program: ScalarProgram, out_rank: int, in_shapes: list[tuple], parallel: bool) -> str:
     args = ", ".join([f"in{j}" for j in range(len(program.inputs))] + [f"out{j}" for j in range(len(program.outputs))])
     rewrite = Vectorizer()

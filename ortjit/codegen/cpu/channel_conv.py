@@ -14,7 +14,7 @@ holds (image, p) for each q, read only for a block that spans two images or ends
 """
 from __future__ import annotations
 
-from . import HEADER, copy_out_program, microkernel, threads
+from . import bias_copy_out, copy_out_program, microkernel, threads
 from ..elementwise import ScalarProgram
 
 _PRODUCT = '''
@@ -75,10 +75,8 @@ def render_channel_conv(tile: microkernel.Tile, parallel: bool, bias: bool,
     ind_c, ind_p = " " * 12, " " * 16
     product = "block[r, cc]"
     if program is None:
-        per_channel = [ind_c + "bm = bias[m]"] if bias else []
-        per_pixel = [ind_p + f"y[np.uint64(dst)] = {product}{' + bm' if bias else ''}"]
-        extra_args, what = "", "bias[m] +" if bias else "the value"
-        header = HEADER
+        header, per_channel, per_pixel, extra_args, what = bias_copy_out(product, "y[np.uint64(dst)]", bias,
+                                                                         ind_c, ind_p)
     else:
         header, others, extra_args, per_pixel, body = copy_out_program(program, product_at, product,
                                                                        "y[np.uint64(dst)]", ind_p)

@@ -18,7 +18,7 @@ so the source depends on the broadcast patterns only.
 """
 from __future__ import annotations
 
-from . import HEADER, copy_out_program, microkernel, threads
+from . import HEADER, bias_copy_out, copy_out_program, microkernel, threads
 from ..elementwise import ScalarProgram
 
 _PAD = '''
@@ -139,12 +139,9 @@ def render_direct_conv(tile: microkernel.Tile, parallel: bool, bias: bool,
     ind_c, ind_r, ind_p = (" " * k for k in (16, 20, 24))
     product = "row[np.uint64(src + j)]"
     if program is None:
-        per_channel = [ind_c + "bm = bias[m]"] if bias else []
+        header, per_channel, per_pixel, extra_args, what = bias_copy_out(product, "y[np.uint64(dst + j)]", bias,
+                                                                         ind_c, ind_p)
         per_row = []
-        plus = " + bm" if bias else ""
-        per_pixel = [ind_p + f"y[np.uint64(dst + j)] = {product}{plus}"]
-        extra_args, what = "", "bias[m] +" if bias else "the value"
-        header = HEADER
     else:
         header, others, extra_args, per_pixel, body = copy_out_program(program, product_at, product,
                                                                        "y[np.uint64(dst + j)]", ind_p)
