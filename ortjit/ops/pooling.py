@@ -15,12 +15,13 @@ from ..jit import numba   # imported when the first kernel is (jit.py)
 from ..kernel_cache import njit
 from ..errors import NotImplemented
 from ..codegen.cpu.threads import run_parts
-from . import blas
+from . import blas, pool_same
 from .base import Info, Op, check_index_range
 from .conv import compute_dtype, to_3d, window_geometry
 from .registry import register
 
 MAX, AVG_EXCLUDE_PAD, AVG_INCLUDE_PAD, LP = 0, 1, 2, 3
+SAME_SIZE = True   # stride-1 pools of the input's size: pool_same.py's separable passes
 
 
 def _taps(out, s, pad, n, pad_end, k, d):
@@ -243,15 +244,19 @@ def _phase_plan(kind, dtype, nc, in_2d, kernel, strides, begin, dilations, out, 
     dims = (nc, H, W, sw, oh, ow, pw)
     if kind == MAX:
         return lambda x, y: _max_pool_planes(x, y, xp, acc, rows, cols, offsets, dims)
-    # taps counted per dim (see _taps): those inside the input, or (count_include_pad) inside
-    # input + pads, never ceil_mode's taps past the end pad
+    inv_count = _inv_count(kind, ty, tx)
+    return lambda x, y: _avg_pool_planes(x, y, xp, acc, rows, cols, offsets, inv_count, dims)
+
+
+def _inv_count(kind, ty, tx):
+    """1 / (taps counted) per output (oh * ow), float64: per dim (see _taps) those inside the
+    input, or (count_include_pad) inside input + pads, never ceil_mode's taps past the end pad."""
     if kind == AVG_EXCLUDE_PAD:
         cy, cx = ty[:, 2] - ty[:, 1], tx[:, 2] - tx[:, 1]
     else:
         cy, cx = ty[:, 3], tx[:, 3]
     with np.errstate(divide="ignore"):
-        inv_count = 1.0 / np.outer(cy, cx).reshape(-1).astype(np.float64)
-    return lambda x, y: _avg_pool_planes(x, y, xp, acc, rows, cols, offsets, inv_count, dims)
+        return 1.0 / np.outer(cy, cx).reshape(-1).astype(np.float64)
 
 
 class _Pool(Op):
@@ -295,7 +300,7 @@ class _Pool(Op):
                                          to_3d(end, 0), to_3d(kernel, 1), dils)]
         if kind in (AVG_INCLUDE_PAD, AVG_EXCLUDE_PAD) and list(kernel) == list(x_shape[2:]) and all(o == 1 for o in out) and \
                 not any(begin) and not any(end) and all(d == 1 for d in dilations):
-            return _whole_plane_mean((nc, -1))
+            return plane_means(nc, int(np.prod(x_shape[2:])), np.dtype(ctx.inputs[0].dtype))
         column_major = bool(ctx.attr("storage_order", 0)) and ctx.opset >= 8
         no_idx = np.zeros(0, np.int64)
         lowest = dtype.type(-np.inf if dtype.kind == "f" else np.iinfo(dtype).min)
@@ -304,7 +309,12 @@ class _Pool(Op):
             # 1-D/2-D float MaxPool without Indices, AveragePool: the phase-plane kernels
             geometry_2d = [v[1:] for v in (dims[1:], to_3d(kernel, 1), to_3d(strides, 1), to_3d(begin, 0), dils,
                                            to_3d(out, 1))]
-            fast = _phase_plan(kind, dtype, nc, *geometry_2d, *tables[1:])
+            in_2d, kernel_2d, strides_2d, begin_2d, dils_2d, out_2d = geometry_2d
+            if SAME_SIZE and pool_same.applicable(*geometry_2d):
+                fast = pool_same.plan(kind != MAX, dtype, nc, in_2d, kernel_2d, begin_2d,
+                                      _inv_count(kind, *tables[1:]) if kind != MAX else None)
+            else:
+                fast = _phase_plan(kind, dtype, nc, *geometry_2d, *tables[1:])
 
         def run(x, y, idx=None):
             xv = np.ascontiguousarray(x, dtype).reshape(-1)
@@ -319,13 +329,24 @@ class _Pool(Op):
         return run
 
 
-def _whole_plane_mean(rows):
-    """An AveragePool whose one window is the whole unpadded plane (ResNet's and ShuffleNet's
-    last 7x7 pool) is a mean per plane: numpy's, summed in float64 as _pool sums, and no
-    pooling kernel to compile or load for it (3.4 s of ResNet-50's cold compile)."""
-    def run(x, y):
-        y.reshape(-1)[...] = np.mean(x.reshape(rows), axis=1, dtype=np.float64)
-    return run
+def plane_means(planes: int, size: int, dtype):
+    """run(x, y): the mean of each of x's planes (GlobalAveragePool, and an AveragePool whose
+    one window is the whole unpadded plane: ResNet's and Inception's last 7x7 pool), with no
+    pooling kernel to compile or load. float32/float64: the sums as one matrix-vector
+    product with ones (BLAS), then / count as np.mean does; numpy's mean over short rows
+    pays per row (1000 planes of 13x13, SqueezeNet's last pool: 68 us against 16 for the
+    product; 1024 of 7x7 in Inception v2 150 us). Other types: np.mean in float64."""
+    if dtype not in (np.float32, np.float64):
+        def mean_in_float64(x, y):
+            y.reshape(-1)[...] = np.mean(x.reshape(planes, size), axis=1, dtype=np.float64)
+        return mean_in_float64
+    ones, count = np.ones(size, dtype), dtype.type(size)
+
+    def mean_by_product(x, y):
+        out = y.reshape(-1)
+        np.matmul(x.reshape(planes, size), ones, out=out)
+        np.divide(out, count, out=out)
+    return mean_by_product
 
 
 @register("MaxPool")
@@ -385,20 +406,8 @@ class GlobalAveragePool(_GlobalPool):
     reduce = staticmethod(np.mean)
 
     def kernel(self, ctx):
-        x_shape, dtype = ctx.inputs[0].shape, np.dtype(ctx.inputs[0].dtype)
-        if dtype not in (np.float32, np.float64):
-            return super().kernel(ctx)
-        # the sums as one matrix-vector product with ones (BLAS), then / count as np.mean
-        # does: numpy's mean over short rows pays per row (1000 planes of 13x13, SqueezeNet's
-        # last pool: 68 us against 16 for the product)
-        rows = (x_shape[0] * x_shape[1], int(np.prod(x_shape[2:])))
-        ones, count = np.ones(rows[1], dtype), dtype.type(rows[1])
-
-        def global_average_pool(x, y):
-            out = y.reshape(-1)
-            np.matmul(x.reshape(rows), ones, out=out)
-            np.divide(out, count, out=out)
-        return global_average_pool
+        x_shape = ctx.inputs[0].shape
+        return plane_means(x_shape[0] * x_shape[1], int(np.prod(x_shape[2:])), np.dtype(ctx.inputs[0].dtype))
 
 
 @register("GlobalMaxPool")
