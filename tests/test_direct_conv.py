@@ -128,7 +128,7 @@ def conv_model(x_shape, w_shape, attrs, bias, static_w, tail):
 def test_property_direct_conv_matches_the_oracle(n, c, m, h, w, kh, kw, dilation, stride, pads, bias, static_w,
                                                  tail, data):
     if kh * kw == 1:
-        kh = 3   # 1x1 convolutions stay on the BLAS
+        kh = 3   # 1x1: test_pointwise_conv_with_a_residual_on_the_channel_kernel
     h = max(h, (kh - 1) * dilation + 1 - pads[0] - pads[2])   # the window fits
     w = max(w, (kw - 1) * dilation + 1 - pads[1] - pads[3])
     one_d = data.draw(st.booleans()) and kh == 1
@@ -192,6 +192,29 @@ def test_winograd_keeps_wide_3x3_convolutions_and_direct_takes_narrow_ones():
     assert not direct_conv.worthwhile(f32, 1, [3, 3], [2, 2], [1, 1], 1, 3, 64, [111, 111])   # 27 terms a sum
     assert not direct_conv.worthwhile(f32, 2, [3, 3], [1, 1], [1, 1], 1, 64, 64, [28, 28])     # groups
     assert not direct_conv.worthwhile(np.float64, 1, [3, 3], [1, 1], [1, 1], 1, 64, 64, [28, 28])
+
+
+@needs_microkernel
+def test_small_pointwise_convolutions_take_the_channel_kernel():
+    """1x1 layers whose batch's output is 32x32 or less, with 48 input channels or more, run on
+    ChannelConv; larger batches and images, and short sums, stay one GEMM."""
+    f32 = np.float32
+    assert direct_conv.worthwhile(f32, 1, [1, 1], [1, 1], [1, 1], 1, 512, 2048, [7, 7])
+    assert direct_conv.worthwhile(f32, 1, [1, 1], [2, 2], [1, 1], 1, 256, 512, [28, 28])    # ResNet's downsample
+    assert not direct_conv.worthwhile(f32, 1, [1, 1], [1, 1], [1, 1], 8, 256, 1024, [14, 14])   # 8 images: one GEMM
+    assert not direct_conv.worthwhile(f32, 1, [1, 1], [1, 1], [1, 1], 1, 32, 128, [27, 27])     # 32 terms a sum
+    assert not direct_conv.worthwhile(f32, 1, [1, 1], [1, 1], [1, 1], 1, 64, 256, [56, 56])
+
+
+@needs_microkernel
+@pytest.mark.parametrize("n, hw, stride", [(1, 14, 1), (2, 9, 1), (1, 27, 2)])
+def test_pointwise_conv_with_a_residual_on_the_channel_kernel(monkeypatch, n, hw, stride):
+    made = calls_into_direct_conv(monkeypatch, direct_conv.ChannelConv)
+    model, feed = conv_model((n, 64, hw, hw), (80, 64, 1, 1), dict(strides=[stride, stride]), True, True, "residual")
+    got = ort.InferenceSession(model.SerializeToString()).run(None, feed)[0]
+    expect = reference(model, feed)[0]
+    np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(expect).max())))
+    assert len(made) == 1
 
 
 @needs_microkernel

@@ -101,7 +101,9 @@ def test_conv_bias_relu_loop_runs_on_the_gemm_pieces(monkeypatch):
         assert epilogues(sess)[0].gemm_calls == 1   # both images unrolled, then one GEMM call
 
 
-def test_residual_add_and_relu_ride_on_a_pointwise_conv():
+def test_residual_add_and_relu_ride_on_a_pointwise_conv(monkeypatch):
+    from ortjit.ops import direct_conv
+    monkeypatch.setattr(direct_conv, "ONE_BY_ONE", False)   # small 1x1 layers: ChannelConv
     model, feed = conv_model(3, 64, 64, 14, 1, 1, 1, "residual")
     sess = check(model, feed)
     assert op_types(sess) == ["FusedConv"]

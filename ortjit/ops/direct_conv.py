@@ -29,7 +29,8 @@ outputs of a row still read consecutive floats of one phase.
 
 When (worthwhile): 3x3 and wider kernels, not where Winograd does fewer multiplications on
 128 channels or more, nor where a sum has under 48 terms or most of a panel per image would
-be wasted; 1x1 convolutions stay on the BLAS. Measured one Conv+ReLU at a time against the
+be wasted; 1x1 convolutions only where the batch's output is 32x32 or less (ChannelConv),
+else they stay one GEMM on the BLAS. Measured one Conv+ReLU at a time against the
 path before on the 2-core AMD EPYC, and in whole models (docs/performance.md): 0.6-0.9x
 alone, 0.85-1.0x of the summed kernel times of the CNNs.
 """
@@ -55,6 +56,7 @@ FORCED = False   # tests: take every convolution `applicable` allows
 CHANNELS = os.environ.get("ORTJIT_CHANNEL_CONV", "1") != "0"
 CHANNEL_PIXELS = 1024   # outputs of 32x32 and smaller: ChannelConv
 FORCED_CHANNELS = None   # tests: True or False picks the kernel everywhere
+ONE_BY_ONE = os.environ.get("ORTJIT_CHANNEL_CONV_1X1", "1") != "0"   # 1x1 convs on ChannelConv where small
 
 
 def applicable(dtype, group: int, kernel: list, strides: list, n_spatial: int) -> bool:
@@ -73,14 +75,16 @@ def worthwhile(dtype, group, kernel, strides, dilations, n, c, m, out) -> bool:
     if FORCED:
         return True
     if int(np.prod(kernel)) == 1:
-        # 1x1: one GEMM either way, and OpenBLAS's is as fast as ours on these shapes.
-        # ChannelConv reading the input in place (below) beat the GEMM pieces kernel
-        # against kernel on layers of 7x7 to 28x28 (0.79-0.98x), but not whole models
-        # (Inception v1, v2, SqueezeNet, ResNet-50, DenseNet-121 b1: 0.98-1.02x).
-        # Direct reading the input in place measured 1.05-1.43x on 14x14 and 7x7 and
-        # 1.2-1.4x inside ResNet-50; with B packed per thread, 1.14-1.60x on ResNet-50's
-        # 1x1 layers (docs/performance.md). Kept on OpenBLAS.
-        return False
+        # 1x1: one GEMM (OpenBLAS pieces with the fused loop), except where the batch's output
+        # is small and the sum long enough: ChannelConv then reads the input in place (no
+        # padding, no packing of B). Whole models, both paths in one process taking turns,
+        # medians of paired rounds (docs/performance.md): ResNet-50 b1 0.97x, b8 0.98x,
+        # Inception v1 b1 0.95x, b8 0.98x, v2 b1 0.96x, SqueezeNet b1 0.98x, DenseNet-121
+        # b1 0.94x, b8 1.00x. With every image of 32x32 or less on ChannelConv whatever the
+        # batch, ResNet-50 b8 took 1.03x: one GEMM for all eight images does better there.
+        # Direct (pixels in the lanes) lost at 14x14 and 7x7 (1.05-1.43x), as it did with B
+        # packed per thread on ResNet-50's larger 1x1 layers (1.14-1.60x).
+        return ONE_BY_ONE and CHANNELS and n * int(np.prod(out)) <= CHANNEL_PIXELS and c >= 48
     winograd_case = list(kernel) == [3, 3] and list(strides) == list(dilations) == [1, 1] and \
         winograd.worthwhile(n, c, m, out)
     # Winograd's transformed weights are 16/9 of the weights: where few output pixels share
