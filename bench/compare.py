@@ -206,7 +206,7 @@ def write_outputs(results, out_dir, args):
         png = os.path.join(out_dir, "benchmarks.png")
         subprocess.run([python, os.path.join(HERE, "chart.py"), raw, png], check=True, cwd=HERE)
         print(f"wrote {png}")
-    for target, goal, measured, ok in report.targets(results):
+    for _, target, goal, measured, ok in report.targets(results):
         mark = "n/a " if results["reference"]["stand_in"] else "met " if ok else "MISS"
         print(f"  {mark}  {target}: {measured} (goal {goal})")
 
