@@ -98,11 +98,17 @@ class Epilogue:
 
 @register("FusedConv", domain="ortjit")
 class FusedConv(Op):
+    _parts_of = None   # (ctx, its parts): a plan asks infer, then kernel, of the same ctx
+
     def _parts(self, ctx):
+        if self._parts_of is not None and self._parts_of[0] is ctx:
+            return self._parts_of[1]
         conv_ctx = replace(ctx, op_type="Conv", inputs=ctx.inputs[:2],
                            attrs={k: v for k, v in ctx.attrs.items() if k in _CONV_ATTRS})
         out = Conv().infer(conv_ctx)[0]
-        return (conv_ctx, out, *producer_and_body(ctx, out))
+        parts = (conv_ctx, out, *producer_and_body(ctx, out))
+        self._parts_of = (ctx, parts)
+        return parts
 
     def infer(self, ctx):
         return [self._parts(ctx)[-1]]
