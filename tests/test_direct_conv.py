@@ -195,6 +195,21 @@ def test_winograd_keeps_wide_3x3_convolutions_and_direct_takes_narrow_ones():
 
 
 @needs_microkernel
+@pytest.mark.parametrize("channels", [False, True], ids=["DirectConv", "ChannelConv"])
+def test_sums_over_several_blocks_of_k(monkeypatch, channels):
+    """K (here 20 channels x 9 taps) summed in blocks of KC rows, the last one partial."""
+    monkeypatch.setattr(direct_conv, "FORCED", True)
+    monkeypatch.setattr(direct_conv, "FORCED_CHANNELS", channels)
+    monkeypatch.setattr(direct_conv, "KC", 16)
+    made = calls_into_direct_conv(monkeypatch, direct_conv.ChannelConv if channels else direct_conv.DirectConv)
+    model, feed = conv_model((2, 20, 12, 11), (37, 20, 3, 3), dict(pads=[1, 1, 1, 1]), True, True, "relu")
+    got = ort.InferenceSession(model.SerializeToString()).run(None, feed)[0]
+    expect = reference(model, feed)[0]
+    np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(expect).max())))
+    assert len(made) == 1
+
+
+@needs_microkernel
 def test_small_pointwise_convolutions_take_the_channel_kernel():
     """1x1 layers whose batch's output is 32x32 or less, with 48 input channels or more, run on
     ChannelConv; larger batches and images, and short sums, stay one GEMM."""
