@@ -179,7 +179,9 @@ def _im2col_stride2(x, cols, dims, geo):
 def _depthwise_source(taps: int, strides: tuple, parallel: bool, bias: bool) -> str:
     """A depthwise 2-D conv without im2col, its `taps` kernel taps unrolled into one sum per
     output (4x the speed of a pass over an accumulator row per tap, 272 channels of 14x14).
-    x: (N*C, H, W) flattened; w: (C*mult, taps); y: (N*C*mult, oh, ow) flattened; xq:
+    x: (N*C, H, W) flattened; planes: which plane of x each of the N*C input channels
+    reads (itself, or its source before a channel shuffle: ChannelShuffleConv); w: (C*mult,
+    taps); y: (N*C*mult, oh, ow) flattened; xq:
     scratch (N*C, Hp, Wp) flattened, the input padded with zeros, made once per plan (its
     pads stay zero); offs: each tap's offset in a padded image; b: the bias (with `bias`),
     added to each sum. The strides are constants of the source.
@@ -205,16 +207,16 @@ from ortjit.kernel_cache import njit
 {threads.header(parallel)}
 
 @njit(cache=True, nogil=True, error_model='numpy')
-def work(run, x, xq, w, b, y, dims, geo, offs, runs):
+def work(run, x, planes, xq, w, b, y, dims, geo, offs, runs):
     NC, C, H, W, Hp, Wp, oh, ow, mult = dims
     ph, pw = geo
     plane = Hp * Wp
     {", ".join(f"o{k}" for k in t)}, = {", ".join(f"offs[{k}]" for k in t)},
     acc = np.empty({acc_size}, y.dtype)
     for nc in range(run * NC // runs, (run + 1) * NC // runs):
-        base = nc * plane
+        base, source = nc * plane, planes[nc]
         for r in range(H):
-            dst, src = base + (r + ph) * Wp + pw, (nc * H + r) * W
+            dst, src = base + (r + ph) * Wp + pw, (source * H + r) * W
             for q in range(W):
                 xq[np.uint64(dst + q)] = x[np.uint64(src + q)]
         for m in range(mult):
@@ -242,10 +244,21 @@ def work(run, x, xq, w, b, y, dims, geo, offs, runs):
     kernel = f"""
 
 @njit(cache=True, nogil=True)
-def kernel(x, xq, w, b, y, dims, geo, offs, runs):
-    {threads.launch(parallel, "runs", "x, xq, w, b, y, dims, geo, offs, runs")}
+def kernel(x, planes, xq, w, b, y, dims, geo, offs, runs):
+    {threads.launch(parallel, "runs", "x, planes, xq, w, b, y, dims, geo, offs, runs")}
 """
     return head + body + kernel
+
+
+def _input_planes(ctx, order, n: int, c: int) -> np.ndarray:
+    """The plane of X that each of the n * c input channels reads: its own, or with
+    ChannelShuffleConv's input_channels (`order`), channel order[j] of the same image."""
+    if order is None:
+        return np.arange(n * c, dtype=np.int64)
+    order = np.asarray(order, np.int64)
+    if order.shape != (c,) or not np.array_equal(np.sort(order), np.arange(c)):
+        raise ctx.fail(f"input_channels must be an order of X's {c} channels, got {order.tolist()}")
+    return (np.arange(n, dtype=np.int64)[:, None] * c + order).reshape(-1)
 
 
 def depthwise_kernel(taps: int, strides: tuple, bias: bool):
@@ -291,6 +304,8 @@ def compute_dtype(dtype):
 
 @register("Conv")
 class Conv(Op):
+    reorders_input = False   # ChannelShuffleConv: input channel j is X's input_channels[j]
+
     def _geometry(self, ctx):
         x, w, b = ctx.inputs[0], ctx.inputs[1], ctx.input(2)
         if np.dtype(x.dtype).kind != "f" or x.dtype != w.dtype or (b is not None and b.dtype != x.dtype):
@@ -338,6 +353,10 @@ class Conv(Op):
         cg, mg, ksize, p = c // group, m // group, int(np.prod(kernel)), int(np.prod(out))
         pointwise = ksize == 1 and all(s == 1 for s in strides) and not any(begin) and not any(end)
         depthwise = cg == 1 and group > 1 and len(kernel) <= 2 and not pointwise
+        order = ctx.attr("input_channels") if self.reorders_input else None
+        if order is not None and not depthwise:
+            raise ctx.fail("input_channels is only implemented for depthwise convolutions of 1-D and 2-D "
+                           "windows wider than one tap", NotImplemented)
         w_static = ctx.inputs[1].value if ctx.inputs[1].static else None
         if not half and direct_conv.worthwhile(dtype, group, kernel, strides, dilations, n, c, m, out):
             hw, k2, out2, b2, e2, s2, d2 = (to_3d(v, f)[1:] for v, f in (
@@ -367,6 +386,7 @@ class Conv(Op):
             dw_geo = tuple(b2)
             dw_offs = np.array([a * d2[0] * cols + b * d2[1] for a in range(k2[0]) for b in range(k2[1])], np.int64)
             dw_kernel, dw_source = depthwise_kernel(len(dw_offs), s2, ctx.input(2) is not None)
+            dw_planes = _input_planes(ctx, order, n, c)
         elif not pointwise:
             # the windows are unrolled into a scratch buffer, as many images at a time as
             # fit in IM2COL_BYTES (at least one)
@@ -388,7 +408,7 @@ class Conv(Op):
                 w2, y3 = np.ascontiguousarray(wg[0]), _images_view(y, (n, m, p))
                 ex3 = epilogue.gemm_inputs(extras)
             if depthwise:
-                dw_kernel(np.ascontiguousarray(x).reshape(-1), xp, np.ascontiguousarray(w).reshape(m, ksize),
+                dw_kernel(np.ascontiguousarray(x).reshape(-1), dw_planes, xp, np.ascontiguousarray(w).reshape(m, ksize),
                           w.reshape(-1)[:0] if bias is None else bias.astype(dtype, copy=False), y.reshape(-1),
                           dw_dims, dw_geo, dw_offs,
                           min(n * c, 8 * numba.get_num_threads()))
@@ -430,6 +450,20 @@ class Conv(Op):
         # (plan._concat_views); the other paths need y contiguous
         run.strided_out = in_gemm
         return run
+
+
+@register("ChannelShuffleConv", domain="ortjit")
+class ChannelShuffleConv(Conv):
+    """A depthwise Conv (attributes as Conv's) whose input channel j is X's channel
+    input_channels[j]: a channel shuffle (Reshape to groups, Transpose, Reshape back, as
+    ShuffleNet writes it) read by the convolution, with no copy of the shuffled tensor
+    (passes/channel_shuffle.py). Same results as the shuffle, then the Conv."""
+    reorders_input = True
+
+    def infer(self, ctx):
+        if ctx.attr("input_channels") is None:
+            raise ctx.fail("input_channels is required")
+        return super().infer(ctx)
 
 
 @register("DeformConv", since=19)

@@ -2,14 +2,16 @@
 
 Levels follow ONNX Runtime's GraphOptimizationLevel: 0 disables everything, 1 (basic)
 folds constants, removes dead nodes and folds BatchNormalization into the Conv before it,
-2 and above also move Conv biases into epilogues, fuse elementwise chains and run a Conv's
-fused loop on the Conv's GEMM pieces (ortjit.FusedConv).
+2 and above also move Conv biases into epilogues, fuse elementwise chains, run a Conv's
+fused loop on the Conv's GEMM pieces (ortjit.FusedConv) and let a depthwise Conv read a
+channel shuffle's input in place (ortjit.ChannelShuffleConv).
 """
 from __future__ import annotations
 
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass, TopologicalSortPass
 
+from .channel_shuffle import ChannelShuffleConvPass
 from .constant_folding import ConstantFoldingPass
 from .conv_epilogue import ConvEpiloguePass
 from .conv_folding import ConvBatchNormPass, ConvBiasEpiloguePass
@@ -24,7 +26,7 @@ def pipeline(level: int = ALL, steps: int = 10) -> list:
     if level >= BASIC:
         passes += [ConstantFoldingPass(), RemoveUnusedNodesPass(), ConvBatchNormPass()]
     if level >= EXTENDED:
-        passes += [ConvBiasEpiloguePass(), ElementwiseFusionPass(), ConvEpiloguePass()]
+        passes += [ConvBiasEpiloguePass(), ElementwiseFusionPass(), ConvEpiloguePass(), ChannelShuffleConvPass()]
     return passes
 
 
