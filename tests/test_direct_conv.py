@@ -183,6 +183,8 @@ def test_winograd_keeps_wide_3x3_convolutions_and_direct_takes_narrow_ones():
     assert direct_conv.worthwhile(f32, 1, [3, 3], [1, 1], [1, 1], 1, 128, 32, [56, 56])   # DenseNet's 128 -> 32
     assert direct_conv.worthwhile(f32, 1, [5, 5], [1, 1], [1, 1], 1, 32, 96, [27, 27])
     assert not direct_conv.worthwhile(f32, 1, [3, 3], [1, 1], [1, 1], 1, 256, 256, [14, 14])   # Winograd
+    assert direct_conv.worthwhile(f32, 1, [3, 3], [1, 1], [1, 1], 1, 128, 160, [14, 14])   # small: ChannelConv
+    assert not direct_conv.worthwhile(f32, 1, [3, 3], [1, 1], [1, 1], 8, 128, 160, [14, 14])   # 8 images: Winograd
     assert not direct_conv.worthwhile(f32, 1, [1, 1], [1, 1], [1, 1], 1, 64, 256, [56, 56])    # one GEMM on the BLAS
     assert direct_conv.worthwhile(f32, 1, [3, 3], [2, 2], [1, 1], 1, 128, 128, [28, 28])        # stride 2: phases
     assert not direct_conv.worthwhile(f32, 1, [3, 3], [5, 5], [1, 1], 1, 64, 64, [12, 12])     # stride 5: im2col
