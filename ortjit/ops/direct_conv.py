@@ -49,9 +49,7 @@ from ..codegen.cpu.direct_conv import render_direct_conv, render_pad
 from . import blas, winograd
 from .scratch import scratch
 
-KC = 512      # rows of K per block: A's block (M x KC) stays in L2. Against 256, whole models with
-              # both in one process (medians of paired rounds): 0.97-0.99x on ResNet-50, Inception
-              # v1/v2 and SqueezeNet at batch 1 and 8, DenseNet-121 b1 1.01x; 1024 alike (0.98x)
+KC = 256      # rows of K per block: A's block (M x KC) stays in L2 (512: no clear difference)
 GROUP = 4     # panels computed together into a thread's block of C
 ENABLED = os.environ.get("ORTJIT_DIRECT_CONV", "1") != "0"
 FORCED = False   # tests: take every convolution `applicable` allows
