@@ -24,10 +24,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..codegen.cpu.threads import run_parts
+from ..jit import numba   # imported when the first kernel is (jit.py)
 from ..kernel_cache import njit
 from . import blas
 
-RUNS_PER_THREAD = 4
+RUNS_PER_THREAD = 4   # the planes are cut into this many runs a thread; each run has its scratch plane
 
 
 def applicable(dims_2d, kernel, strides, begin, dilations, out) -> bool:
@@ -38,7 +39,6 @@ def applicable(dims_2d, kernel, strides, begin, dilations, out) -> bool:
 
 def plan(avg: bool, dtype, nc: int, dims_2d, kernel, begin, inv_count):
     """run(x_flat, y_flat) for one plan; inv_count: 1/count per output pixel (AveragePool)."""
-    from ..jit import numba
     (H, W), (kh, kw), (pt, pl) = dims_2d, kernel, begin
     runs = max(1, min(nc, RUNS_PER_THREAD * numba.get_num_threads())) if blas.threaded() else 1
     # one padded scratch plane per run, one after the other: the pad rows keep the fill
