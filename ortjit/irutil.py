@@ -97,3 +97,16 @@ def numpy_dtype(v: ir.Value):
         return dtypes.to_numpy(v.dtype.value)
     except Exception:
         return None
+
+
+def put_in_place(graph: ir.Graph, anchor: ir.Node, node: ir.Node, out: ir.Value, removed: list) -> None:
+    """Insert `node` (one output) before `anchor`, its output taking `out`'s type, shape, name
+    and every use (graph outputs included), then drop the `removed` nodes (out's producer
+    among them) from the graph: how the passes swap a group of nodes for one."""
+    graph.insert_before(anchor, node)
+    new_out = node.outputs[0]
+    new_out.type, new_out.shape = out.type, out.shape
+    name = out.name
+    out.replace_all_uses_with(new_out, replace_graph_outputs=True)
+    graph.remove(removed, safe=False)
+    new_out.name = name

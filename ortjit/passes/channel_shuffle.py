@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
+from .. import irutil
 from .conv_folding import _is_op, _sole_use
 from .elementwise_fusion import FUSED_DOMAIN
 
@@ -85,12 +86,6 @@ class ChannelShuffleConvPass(ir.passes.InPlacePass):
             for name, attr in conv.attributes.items():
                 node.attributes[name] = attr
             node.attributes["input_channels"] = ir.AttrInt64s("input_channels", order)
-            graph.insert_before(conv, node)
-            out, new_out = conv.outputs[0], node.outputs[0]
-            new_out.type, new_out.shape = out.type, out.shape
-            name = out.name
-            out.replace_all_uses_with(new_out, replace_graph_outputs=True)
-            graph.remove([conv, *reversed(shuffle)], safe=False)
-            new_out.name = name
+            irutil.put_in_place(graph, conv, node, conv.outputs[0], [conv, *reversed(shuffle)])
             modified = True
         return ir.passes.PassResult(model, modified)

@@ -73,13 +73,7 @@ class ConvEpiloguePass(ir.passes.InPlacePass):
                 node.attributes[name] = attr
             node.attributes["body"] = fused.attributes["body"]
             node.attributes["product_at"] = ir.AttrInt64("product_at", idx)
-            graph.insert_before(fused, node)
-            out, new_out = fused.outputs[0], node.outputs[0]
-            new_out.type, new_out.shape = out.type, out.shape
-            name = out.name
-            out.replace_all_uses_with(new_out, replace_graph_outputs=True)
-            graph.remove([producer, fused], safe=False)
-            new_out.name = name
+            irutil.put_in_place(graph, fused, node, fused.outputs[0], [producer, fused])
             modified = True
         return ir.passes.PassResult(model, modified)
 

@@ -146,13 +146,7 @@ class ElementwiseFusionPass(ir.passes.InPlacePass):
         out = root.outputs[0]
         name = "fused_" + "_".join(dict.fromkeys(n.op_type.lower() for n in order)) + f"_{counter}"
         fused = ir.Node(FUSED_DOMAIN, "FusedElementwise", externals, num_outputs=1, name=name)
-        graph.insert_before(root, fused)
-        new_out = fused.outputs[0]
-        new_out.type, new_out.shape = out.type, out.shape
-        out_name = out.name
-        out.replace_all_uses_with(new_out, replace_graph_outputs=True)
-        graph.remove(order, safe=False)
+        irutil.put_in_place(graph, root, fused, out, order)
         body = ir.Graph(body_inputs, [out], nodes=order, name=name)
-        new_out.name = out_name
         out.name = "out0"
         fused.attributes["body"] = ir.AttrGraph("body", body)
