@@ -403,8 +403,6 @@ class _GlobalPool(Op):
 
 @register("GlobalAveragePool")
 class GlobalAveragePool(_GlobalPool):
-    reduce = staticmethod(np.mean)
-
     def kernel(self, ctx):
         x_shape = ctx.inputs[0].shape
         return plane_means(x_shape[0] * x_shape[1], int(np.prod(x_shape[2:])), np.dtype(ctx.inputs[0].dtype))
