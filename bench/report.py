@@ -190,7 +190,11 @@ def render(results) -> str:
     if rows:
         out += ["", "Start-up:", "", table(["target", "goal", "measured", "met"],
                                           [(t, g, v, verdict(ok, ref)) for _, t, g, v, ok in rows])]
-    missed = [(t, CAUSES[key]) for key, t, _, _, ok in steady_rows + rows if not ok and key in CAUSES]
+    missed = {}   # goal key -> the unmet targets it names (peak RSS has two rows, one cause)
+    for key, t, _, _, ok in steady_rows + rows:
+        if not ok and key in CAUSES:
+            missed.setdefault(key, []).append(t)
+    missed = [(" / ".join(names), CAUSES[key]) for key, names in missed.items()]
     if missed and not ref["stand_in"]:
         out += ["", "Where the unmet targets fall short, and why (the measurements behind each cause: "
                 "[docs/performance.md](performance.md)):", ""]
