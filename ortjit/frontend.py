@@ -162,27 +162,6 @@ def _with_subgraphs(node: onnx.NodeProto) -> bool:
     return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
 
 
-def typed_throughout(proto: onnx.ModelProto) -> bool:
-    """Whether every value a node makes, in the graph and every subgraph, has its type
-    recorded (in value_info or as a graph output): a model that ortjit saved after
-    inference (an artifact's), which inference would only repeat (25 ms of a 100-tree
-    forest's session: onnx serializes the model and parses it back)."""
-    graphs = [proto.graph]
-    while graphs:
-        graph = graphs.pop()
-        typed = {v.name for v in graph.value_info if v.HasField("type")}
-        typed.update(v.name for v in graph.output)
-        for node in graph.node:
-            if any(out and out not in typed for out in node.output):
-                return False
-            for a in node.attribute:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    graphs.append(a.g)
-                elif a.type == onnx.AttributeProto.GRAPHS:
-                    graphs.extend(a.graphs)
-    return True
-
-
 def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
     """onnx's shape inference is the first source of shapes; a failure there is an invalid
     graph. Returns proto itself, with the inferred value types added (its outputs and

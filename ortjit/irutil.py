@@ -35,7 +35,11 @@ def attributes(node: ir.Node) -> dict:
 
 def tensor(array: np.ndarray, name: str) -> ir.Tensor:
     """An IR tensor holding array: what ir.tensor makes of an ndarray, without its runtime
-    protocol checks (40 us each; 15 ms of ShuffleNet's session)."""
+    protocol checks (40 us each; 15 ms of ShuffleNet's session). Strings (an object array)
+    become a StringTensor of bytes, the only string tensor onnx-ir can serialize."""
+    if array.dtype == object:
+        flat = [s.encode() if isinstance(s, str) else s for s in array.ravel()]
+        return ir.StringTensor(np.array(flat, dtype=object).reshape(array.shape), name=name)
     return ir.Tensor(array, name=name)
 
 

@@ -305,9 +305,10 @@ def _after_save(root: str) -> None:
 
 
 def evict(root: str, limit: int) -> int:
-    """Past `limit` bytes of kernels (compiled entries and generated sources) under root,
-    remove the least recently used files down to 80% of it; returns the bytes removed."""
-    files = []
+    """Past `limit` bytes of kernels (compiled entries and generated sources) and optimized
+    graphs (graph_cache.py) under root, remove the least recently used down to 80% of it;
+    returns the bytes removed. A graph's folder goes whole, dated by its manifest."""
+    items = []   # (last use, bytes, path)
     for folder, _, names in (w for sub in ("numba", "kernels") for w in os.walk(os.path.join(root, sub))):
         for name in names:
             path = os.path.join(folder, name)
@@ -318,17 +319,45 @@ def evict(root: str, limit: int) -> int:
             if name.endswith(".tmp") and st.st_mtime < time.time() - 3600:
                 _remove(path)  # an entry's write that never finished (its process was killed)
                 continue
-            files.append((st.st_mtime, st.st_size, path))
-    total = sum(size for _, size, _ in files)
+            items.append((st.st_mtime, st.st_size, path))
+    items += _graph_folders(os.path.join(root, "graphs"))
+    total = sum(size for _, size, _ in items)
     if total <= limit:
         return 0
     removed = 0
-    for _, size, path in sorted(files):
+    for _, size, path in sorted(items):
         if total - removed <= 0.8 * limit:
             break
-        if _remove(path):
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += size
+        elif _remove(path):
             removed += size
     return removed
+
+
+def _graph_folders(parent: str) -> list:
+    out = []
+    try:
+        folders = os.listdir(parent)
+    except OSError:
+        return out
+    for name in folders:
+        folder = os.path.join(parent, name)
+        try:
+            sizes = [os.stat(os.path.join(folder, f)).st_size for f in os.listdir(folder)]
+            used = os.stat(os.path.join(folder, "ortjit-artifact.json")).st_mtime
+        except OSError:   # no manifest: being made (.tmp-*), or left by a killed process
+            try:
+                used = os.stat(folder).st_mtime
+            except OSError:
+                continue
+            if name.startswith(".tmp-") and used > time.time() - 3600:
+                continue
+            sizes = [0]
+            used = 0.0   # first to go
+        out.append((used, sum(sizes), folder))
+    return out
 
 
 def _remove(path: str) -> bool:

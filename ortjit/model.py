@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from . import artifact, config, frontend, irutil, jit, passes, subgraph
+from . import artifact, config, frontend, graph_cache, irutil, jit, passes, subgraph
 from .dtypes import to_onnx, ONNX_TYPE_NAMES
-from .errors import InvalidArgument
+from .errors import InvalidArgument, OrtjitError
 from .ops import blas
 from .plan import PlanCache, build_plan
 
@@ -18,37 +18,19 @@ from .plan import PlanCache, build_plan
 class CompiledModel:
     def __init__(self, model, optimization_level: int = passes.ALL, max_steps: int = 10,
                  plan_cache_size: int = 8, free_dimension_overrides: dict | None = None,
-                 num_threads: int = 0, cache_dir: str | None = None, mapped_weights: bool = False):
+                 num_threads: int = 0, cache_dir: str | None = None, mapped_weights: bool = False,
+                 cached_graph: bool = True):
         """mapped_weights: external data memory-mapped, not read (an artifact's, see
-        artifact.py: our own files, which nothing rewrites under a session)."""
+        artifact.py: our own files, which nothing rewrites under a session).
+        cached_graph: take the optimized graph from the cache folder (graph_cache.py)."""
         if cache_dir:
             config.set_cache_dir(cache_dir)
-        applied = None
         if artifact.is_artifact(model):  # compiled ahead of time: its graph is optimized already
-            model, applied = artifact.open_artifact(model)
-            optimization_level = passes.DISABLE_ALL
-            mapped_weights = True
-        mapped = mapped_weights and isinstance(model, (str, os.PathLike))   # a file's external data
-        proto = frontend.read_proto(model, mapped)
-        if free_dimension_overrides:
-            proto = _override_free_dims(proto, free_dimension_overrides)
-        declared = onnx.ModelProto()
-        declared.graph.input.extend(proto.graph.input)    # what graph_specs reads of the model as given
-        declared.graph.output.extend(proto.graph.output)
-        declared.graph.initializer.extend(onnx.TensorProto(name=t.name) for t in proto.graph.initializer)
-        if applied is None or not frontend.typed_throughout(proto):   # an artifact's graph is typed already
-            proto = frontend.infer_shapes(proto)
-        self.inputs, self.overridable, self.outputs = frontend.graph_specs(declared, proto)
-        self.metadata = {"producer_name": proto.producer_name, "graph_name": proto.graph.name,
-                         "domain": proto.domain, "description": proto.doc_string,
-                         "graph_description": proto.graph.doc_string, "version": proto.model_version,
-                         "custom_metadata_map": {p.key: p.value for p in proto.metadata_props}}
-        self.ir = frontend.to_ir(proto, os.path.dirname(os.path.abspath(model)) if mapped else None)
-        for node in self.ir.graph.all_nodes():
-            irutil.op_for(node, self.ir.opset_imports)  # unknown ops fail here, at load, as in ORT
-        self.passes_applied = passes.optimize(self.ir, optimization_level, max_steps)
-        if applied is not None:
+            path, applied = artifact.open_artifact(model)
+            self._load(path, passes.DISABLE_ALL, max_steps, free_dimension_overrides, True, applied)
             self.passes_applied = [f"{name} (ahead of time)" for name in applied]
+        elif not (cached_graph and self._load_cached(model, optimization_level, max_steps, free_dimension_overrides)):
+            self._load(model, optimization_level, max_steps, free_dimension_overrides, mapped_weights)
         self.plans = PlanCache(plan_cache_size)
         self._input_by_name = {s.name: s for s in self.inputs}
         self._overridable_names = {s.name for s in self.overridable}
@@ -60,6 +42,56 @@ class CompiledModel:
         # (which clears this) can evict or touch another plan outside run's fast path
         self._recent = None
         self.num_threads = _thread_count(num_threads)
+
+    def _load(self, model, optimization_level: int, max_steps: int, free_dimension_overrides, mapped_weights: bool,
+              applied: list | None = None) -> None:
+        """Read, check and optimize the model. applied: the passes that made the graph given
+        (an artifact's, a cached one's), which is then typed throughout already."""
+        mapped = mapped_weights and isinstance(model, (str, os.PathLike))   # a file's external data
+        proto = frontend.read_proto(model, mapped)
+        if free_dimension_overrides:
+            proto = _override_free_dims(proto, free_dimension_overrides)
+        declared = onnx.ModelProto()
+        declared.graph.input.extend(proto.graph.input)    # what graph_specs reads of the model as given
+        declared.graph.output.extend(proto.graph.output)
+        declared.graph.initializer.extend(onnx.TensorProto(name=t.name) for t in proto.graph.initializer)
+        if applied is None:   # a graph ortjit saved holds what inference gave it; again, it adds nothing
+            proto = frontend.infer_shapes(proto)
+        self.inputs, self.overridable, self.outputs = frontend.graph_specs(declared, proto)
+        self._declared = declared
+        self.metadata = {"producer_name": proto.producer_name, "graph_name": proto.graph.name,
+                         "domain": proto.domain, "description": proto.doc_string,
+                         "graph_description": proto.graph.doc_string, "version": proto.model_version,
+                         "custom_metadata_map": {p.key: p.value for p in proto.metadata_props}}
+        self.ir = frontend.to_ir(proto, os.path.dirname(os.path.abspath(model)) if mapped else None)
+        for node in self.ir.graph.all_nodes():
+            irutil.op_for(node, self.ir.opset_imports)  # unknown ops fail here, at load, as in ORT
+        self.passes_applied = passes.optimize(self.ir, optimization_level, max_steps)
+
+    def _load_cached(self, model, level: int, steps: int, overrides) -> bool:
+        """Load the optimized graph from the cache folder, storing it there first if it is
+        not; False where the cache does not apply, or the folder went while it was read."""
+        if level <= passes.DISABLE_ALL or not graph_cache.enabled():
+            return False
+        key = graph_cache.key(model, level, steps, overrides)
+        if key is None:
+            return False
+        found = graph_cache.find(key)
+        if found is None:
+            made = CompiledModel(model, level, steps, free_dimension_overrides=overrides, cached_graph=False)
+            if not graph_cache.store(key, made):   # the folder cannot be written: what was made serves
+                self.__dict__.update(made.__dict__)
+                return True
+            found = graph_cache.find(key)
+            if found is None:
+                return False
+        path, applied = found
+        try:
+            self._load(path, passes.DISABLE_ALL, steps, overrides, True, applied)
+        except OrtjitError:   # removed under us (evicted by another process)
+            return False
+        self.passes_applied = applied
+        return True
 
     # ---- running
     def run(self, feed: dict, output_names=None, stop=None, profile=None) -> list:
@@ -209,11 +241,41 @@ class CompiledModel:
 
     def save_optimized(self, path: str, weights: str | None = None) -> None:
         """The optimized model as an .onnx file; weights: the file name, next to it, that
-        initializers of 64 KiB and more go to (external data, each 64-byte aligned)."""
-        if weights is None:
-            onnx.save(ir.serde.serialize_model(self.ir), path)
-            return
-        ir.save(self.ir, path, external_data=weights, size_threshold_bytes=1 << 16, alignment=64, align_threshold=0)
+        initializers of 64 KiB and more go to (external data, each 64-byte aligned, so that
+        frontend.map_weights can view them in place)."""
+        proto = ir.serde.serialize_model(self.ir)
+        # the graph's inputs and outputs as declared: onnx-ir holds no map types (a
+        # classifier's seq(map(int64,tensor(float))) probabilities), the saved graph none either
+        declared = {v.name: v for v in (*self._declared.graph.input, *self._declared.graph.output)}
+        for v in (*proto.graph.input, *proto.graph.output):
+            if not v.HasField("type") and v.name in declared:
+                v.type.CopyFrom(declared[v.name].type)
+        if weights is not None:
+            _to_external_data(proto, os.path.join(os.path.dirname(path), weights), weights)
+        with open(path, "wb") as f:
+            f.write(proto.SerializeToString())
+
+
+def _to_external_data(proto: onnx.ModelProto, path: str, location: str, threshold: int = 1 << 16) -> None:
+    """Move the main graph's initializers of `threshold` bytes and more (raw data: numbers,
+    not strings) into the file `path`, each at an offset that is a multiple of 64."""
+    offset = 0
+    with open(path, "wb") as f:
+        for t in proto.graph.initializer:
+            if t.data_location == onnx.TensorProto.EXTERNAL or len(t.raw_data) < threshold:
+                continue
+            offset = -(-offset // 64) * 64
+            f.seek(offset)
+            f.write(t.raw_data)
+            del t.external_data[:]
+            for key, value in (("location", location), ("offset", str(offset)), ("length", str(len(t.raw_data)))):
+                entry = t.external_data.add()
+                entry.key, entry.value = key, value
+            t.data_location = onnx.TensorProto.EXTERNAL
+            offset += len(t.raw_data)
+            t.ClearField("raw_data")
+    if offset == 0:
+        os.remove(path)   # none so large: no weights file, as before
 
 
 # The thread count last given to Numba on each Python thread: asking Numba for it costs

@@ -262,17 +262,6 @@ def test_an_artifact_session_does_not_infer_shapes_again(weighty, monkeypatch):
     np.testing.assert_allclose(model.run({"x": x})[0], x @ w, rtol=1e-5, atol=1e-5)
 
 
-def test_typed_throughout_needs_every_made_value_typed():
-    from ortjit import frontend
-    g = helper.make_graph([helper.make_node("Relu", ["x"], ["t"]), helper.make_node("Neg", ["t"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    assert not frontend.typed_throughout(m)     # t has no type
-    m.graph.value_info.append(helper.make_tensor_value_info("t", TensorProto.FLOAT, [2]))
-    assert frontend.typed_throughout(m)
-
-
 def test_long_attribute_lists_go_through_an_artifact(tmp_path):
     """A forest's node lists (over 1024 numbers: frontend._ReadyAttr keeps protobuf's own
     list) are read by the session, written into the artifact's model and read back."""
