@@ -28,13 +28,15 @@ class ValueSpec:
         return self.type.startswith("tensor(")
 
 
-def read_proto(model, mapped_weights: bool = False) -> onnx.ModelProto:
-    """Parse whatever the caller gave us into a ModelProto, with ORT's error classes.
-    mapped_weights: leave external data where it is (to_ir maps it, see map_weights)."""
+def read_proto(model, mapped_weights: bool = False) -> tuple[onnx.ModelProto, bool]:
+    """Parse whatever the caller gave us into a ModelProto, with ORT's error classes; and
+    whether its weights lie in other files (external data, read in unless mapped_weights:
+    to_ir then maps them, see map_weights)."""
     if isinstance(model, onnx.ModelProto):
-        return model
+        return model, _has_external_data(model)
     if isinstance(model, (bytes, bytearray, memoryview)):
-        return _parse(bytes(model), "the given bytes")
+        proto = _parse(bytes(model), "the given bytes")
+        return proto, _has_external_data(proto)
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         if not os.path.exists(path):
@@ -42,12 +44,13 @@ def read_proto(model, mapped_weights: bool = False) -> onnx.ModelProto:
         if os.path.isdir(path):
             raise InvalidArgument(f"Load model from {path} failed: it is a directory, not an .onnx file")
         proto = _parse_file(path)
-        if _has_external_data(proto) and not mapped_weights:
+        external = _has_external_data(proto)
+        if external and not mapped_weights:
             try:
                 onnx.external_data_helper.load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
             except (OSError, ValueError) as e:
                 raise NoSuchFile(f"Load model from {path} failed: external data: {e}") from None
-        return proto
+        return proto, external
     raise InvalidArgument(f"Cannot load a model from an object of type {type(model).__name__}: "
                           "give a path, bytes or an onnx.ModelProto")
 

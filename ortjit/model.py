@@ -48,7 +48,7 @@ class CompiledModel:
         """Read, check and optimize the model. applied: the passes that made the graph given
         (an artifact's, a cached one's), which is then typed throughout already."""
         mapped = mapped_weights and isinstance(model, (str, os.PathLike))   # a file's external data
-        proto = frontend.read_proto(model, mapped)
+        proto, self._external_data = frontend.read_proto(model, mapped)
         if free_dimension_overrides:
             proto = _override_free_dims(proto, free_dimension_overrides)
         declared = onnx.ModelProto()
@@ -79,7 +79,8 @@ class CompiledModel:
         found = graph_cache.find(key)
         if found is None:
             made = CompiledModel(model, level, steps, free_dimension_overrides=overrides, cached_graph=False)
-            if not graph_cache.store(key, made):   # the folder cannot be written: what was made serves
+            # weights in other files are not under the key; an unwritable folder: what was made serves
+            if made._external_data or not graph_cache.store(key, made):
                 self.__dict__.update(made.__dict__)
                 return True
             found = graph_cache.find(key)

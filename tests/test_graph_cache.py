@@ -59,20 +59,32 @@ def test_a_second_session_takes_the_optimized_graph_from_the_cache(cache, tmp_pa
     (folder,) = _folders(cache)
     assert sorted(os.listdir(folder)) == ["model.onnx", "model.weights", "ortjit-artifact.json"]
     real = passes.optimize
-    monkeypatch.setattr(passes, "optimize", lambda model, level, steps: real(model, level, steps) if level == 0
-                        else pytest.fail("the passes ran again"))
+
+    def no_passes():
+        monkeypatch.setattr(passes, "optimize", lambda model, level, steps: real(model, level, steps) if level == 0
+                            else pytest.fail("the passes ran again"))
+    no_passes()
     second = ortjit.compile(path)
     assert second.passes_applied == first.passes_applied and first.passes_applied
     assert [(s.name, s.shape) for s in second.outputs] == [("y", ("N", 256))]
     assert second.metadata["producer_name"] == "tests"
     np.testing.assert_allclose(second.run({"x": x})[0], _expected(x), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(second.run({"x": x})[0], first.run({"x": x})[0])
-    # the same model given as bytes has the same key; another level another graph
-    ortjit.compile(_model())
-    assert len(_folders(cache)) == 1
+    # a model given as bytes is known by its bytes; another level makes another graph
     monkeypatch.undo()
+    ortjit.compile(_model())
     ortjit.compile(path, optimization_level=passes.BASIC)
-    assert len(_folders(cache)) == 2
+    assert len(_folders(cache)) == 3
+    no_passes()
+    np.testing.assert_allclose(ortjit.compile(_model()).run({"x": x})[0], _expected(x), rtol=1e-5, atol=1e-5)
+    monkeypatch.undo()
+    # the file rewritten (same size, other weights): another key, the new graph's answers
+    m = onnx.load(path)
+    m.graph.initializer[1].CopyFrom(onnx.numpy_helper.from_array(SCALE[::-1].copy(), "s"))
+    onnx.save(m, path)
+    changed = ortjit.compile(path).run({"x": x})[0]
+    np.testing.assert_allclose(changed, np.maximum((x @ W) * SCALE[::-1] + SCALE[::-1], 0), rtol=1e-5, atol=1e-5)
+    assert len(_folders(cache)) == 4
 
 
 def test_another_process_loads_the_cached_graph_and_compiles_nothing(tmp_path):
