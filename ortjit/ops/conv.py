@@ -181,10 +181,12 @@ def _depthwise_source(taps: int, strides: tuple, parallel: bool, bias: bool) -> 
     output (4x the speed of a pass over an accumulator row per tap, 272 channels of 14x14).
     x: (N*C, H, W) flattened; planes: which plane of x each of the N*C input channels
     reads (itself, or its source before a channel shuffle: ChannelShuffleConv); w: (C*mult,
-    taps); y: (N*C*mult, oh, ow) flattened; xq:
-    scratch (N*C, Hp, Wp) flattened, the input padded with zeros, made once per plan (its
-    pads stay zero); offs: each tap's offset in a padded image; b: the bias (with `bias`),
-    added to each sum. The strides are constants of the source.
+    taps); y: (N*C*mult, oh, ow) flattened; xq: scratch (runs, Hp, Wp) flattened, one
+    padded plane per run, zeroed at the run's start and then each channel's interior
+    written over it (a plane per input channel, made once per plan, was ShuffleNet's
+    largest memory: 100 MB at batch 8, and a fifth of its first run in page faults);
+    offs: each tap's offset in a padded image; b: the bias (with `bias`), added to each
+    sum. The strides are constants of the source.
 
     Stride 1: the output is computed over whole padded rows (width Wp), as one long loop of
     sums in tap order (as the reference adds them), which LLVM vectorizes; an output row
@@ -213,8 +215,11 @@ def work(run, x, planes, xq, w, b, y, dims, geo, offs, runs):
     plane = Hp * Wp
     {", ".join(f"o{k}" for k in t)}, = {", ".join(f"offs[{k}]" for k in t)},
     acc = np.empty({acc_size}, y.dtype)
+    base = run * plane
+    for i in range(plane):
+        xq[np.uint64(base + i)] = 0
     for nc in range(run * NC // runs, (run + 1) * NC // runs):
-        base, source = nc * plane, planes[nc]
+        source = planes[nc]
         for r in range(H):
             dst, src = base + (r + ph) * Wp + pw, (source * H + r) * W
             for q in range(W):
@@ -381,7 +386,6 @@ class Conv(Op):
             k_h, k_w = ((o - 1) * s_ + (k - 1) * d + 1 for o, s_, k, d in zip(out2, s2, k2, d2))
             rows = max(b2[0] + in2[0], k_h + (1 if s2 == [1, 1] else 0))
             cols = max(b2[1] + in2[1], k_w)
-            xp = np.zeros(n * c * rows * cols, dtype)
             dw_dims = (n * c, c, *in2, rows, cols, *out2, mg)
             dw_geo = tuple(b2)
             dw_offs = np.array([a * d2[0] * cols + b * d2[1] for a in range(k2[0]) for b in range(k2[1])], np.int64)
@@ -408,10 +412,11 @@ class Conv(Op):
                 w2, y3 = np.ascontiguousarray(wg[0]), _images_view(y, (n, m, p))
                 ex3 = epilogue.gemm_inputs(extras)
             if depthwise:
+                runs = min(n * c, 8 * numba.get_num_threads())
+                xp = scratch("depthwise_padded", runs * dw_dims[4] * dw_dims[5], dtype)
                 dw_kernel(np.ascontiguousarray(x).reshape(-1), dw_planes, xp, np.ascontiguousarray(w).reshape(m, ksize),
                           w.reshape(-1)[:0] if bias is None else bias.astype(dtype, copy=False), y.reshape(-1),
-                          dw_dims, dw_geo, dw_offs,
-                          min(n * c, 8 * numba.get_num_threads()))
+                          dw_dims, dw_geo, dw_offs, runs)
                 bias = None   # added in the kernel
             elif pointwise and in_gemm:
                 epilogue.gemm(w2, np.ascontiguousarray(x).reshape(n, cg, p), y3, 0, ex3)
