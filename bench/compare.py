@@ -41,6 +41,8 @@ def main(argv=None):
     ap.add_argument("--burst", type=float, default=0.2, help="seconds of back-to-back calls per burst")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="intra_op_num_threads on both")
     ap.add_argument("--startup-repeats", type=int, default=5, help="fresh processes for the start-up cost")
+    ap.add_argument("--warm-repeats", type=int, default=3,
+                    help="warm and ahead-of-time processes per case and runtime (the median is reported)")
     ap.add_argument("--no-warm", action="store_true", help="skip the warm-process start-up measurements")
     ap.add_argument("--no-chart", action="store_true")
     ap.add_argument("--no-ort", action="store_true", help="ortjit against itself (no ORT venv)")
@@ -51,6 +53,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.quick:
         args.models, args.rounds, args.burst, args.startup_repeats, args.no_chart = "^one_node$", 1, 0.02, 1, True
+        args.warm_repeats = 1
     out_dir = args.out or (os.path.join(args.scratch, "quick") if args.quick else os.path.join(ROOT, "docs"))
     selected = make_models.cases(args.models)
     if not selected:
@@ -79,7 +82,8 @@ def main(argv=None):
             continue
         t0 = time.perf_counter()
         res = measure.measure_case(case, sides, args.models_dir, args.scratch, threads=args.threads,
-                                   rounds=args.rounds, burst_s=args.burst, warm=not args.no_warm)
+                                   rounds=args.rounds, burst_s=args.burst, warm=not args.no_warm,
+                                   repeats=args.warm_repeats)
         results_cases.append(res)
         print(progress_line(res, time.perf_counter() - t0), flush=True)
     startup = None
@@ -94,6 +98,7 @@ def main(argv=None):
                    "numba": versions["ortjit"]["numba"], "numpy": versions["ortjit"]["numpy"]},
         "reference": ref,
         "settings": {"threads": args.threads, "rounds": args.rounds, "burst_s": args.burst,
+                     "warm_repeats": args.warm_repeats,
                      "rtol": measure.RTOL, "atol_scale": measure.ATOL_SCALE},
         "cases": results_cases, "startup": startup, "notes": make_models.notes(selected),
     }

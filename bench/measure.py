@@ -13,11 +13,13 @@ case (measure_case):
 3. outputs of the last call of each side compared, and each side's peak RSS;
 4. "warm": a fresh process per side runs another model first (bench/make_models.WARMUP),
    then this one, its kernels now on disk: session creation + first run as the next process
-   of a deployed service pays them, and its peak RSS without the compiler's share;
+   of a deployed service pays them, and its peak RSS without the compiler's share. Several
+   such processes per side (`repeats`, taking turns); the one with the median total counts;
 5. "ahead of time" (ortjit only): `ortjit compile` writes the case's model compiled for its
-   feed's shapes into a folder; a fresh process with an empty kernel cache runs the warm-up
-   model, then creates a session on that folder and runs it once: what a service that ships
-   a compiled model pays (compared with ORT's warm numbers, which need no compile step).
+   feed's shapes into a folder; fresh processes (`repeats`) with an empty kernel cache each
+   run the warm-up model, then create a session on that folder and run it once: what a
+   service that ships a compiled model pays (compared with ORT's warm numbers, which need
+   no compile step); the median total counts.
 
 measure_startup: the one-time cost of a fresh process, `import onnxruntime` to the first
 result of the one-node model (kernel cache warm), median over a few processes.
@@ -107,7 +109,7 @@ class WorkerProcess:
 
 
 def measure_case(case: dict, sides: list[Side], models_dir: str, scratch: str, *, threads: int,
-                 rounds: int, burst_s: float, warm: bool = True) -> dict:
+                 rounds: int, burst_s: float, warm: bool = True, repeats: int = 3) -> dict:
     name = case["case"]
     model = os.path.join(models_dir, case["model"] + ".onnx")
     feed = os.path.join(models_dir, name + ".npz")
@@ -161,34 +163,50 @@ def measure_case(case: dict, sides: list[Side], models_dir: str, scratch: str, *
             workers.pop(s.label).close()
     if all(dumps.get(s.label) for s in sides):
         out["agreement"] = compare_outputs(dumps[sides[0].label], dumps[sides[1].label])
-    # 4. warm: a process that already ran another model, kernels on disk
+    # 4. warm: a process that already ran another model, kernels on disk; `repeats` such
+    # processes per side, taking turns, and the one with the median total is recorded (a
+    # single process swung by 20% and more on this shared machine)
     if warm:
         warmup = os.path.join(models_dir, "warmup.onnx")
+        for r in range(repeats):
+            for s in (sides if r % 2 == 0 else sides[::-1]):
+                if "error" in out[s.label] or "warm_error" in out[s.label]:
+                    continue
+                w = WorkerProcess(s, os.path.join(scratch, "logs", f"{name}.{s.label}.warm{r}.log"), cache_dir)
+                try:
+                    w.call("import")
+                    w.call("load", model=warmup, feed=os.path.join(models_dir, "warmup.npz"), threads=threads)
+                    w.call("run", n=1)
+                    create = w.call("load", model=model, feed=feed, threads=threads)["create_s"]
+                    first = w.call("run", n=1)["per_call_s"]
+                    w.call("run", n=1)
+                    rss = w.call("rss")["peak_rss_mb"]
+                    out[s.label].setdefault("warm_runs", []).append([create, first, rss])
+                except WorkerError as e:
+                    out[s.label]["warm_error"] = str(e)
+                finally:
+                    w.close()
         for s in sides:
-            if "error" in out[s.label]:
-                continue
-            w = WorkerProcess(s, os.path.join(scratch, "logs", f"{name}.{s.label}.warm.log"), cache_dir)
-            try:
-                w.call("import")
-                w.call("load", model=warmup, feed=os.path.join(models_dir, "warmup.npz"), threads=threads)
-                w.call("run", n=1)
-                out[s.label]["warm_create_s"] = w.call("load", model=model, feed=feed, threads=threads)["create_s"]
-                out[s.label]["warm_first_s"] = w.call("run", n=1)["per_call_s"]
-                w.call("run", n=1)
-                out[s.label]["warm_peak_rss_mb"] = w.call("rss")["peak_rss_mb"]
-            except WorkerError as e:
-                out[s.label]["warm_error"] = str(e)
-            finally:
-                w.close()
+            runs = out[s.label].get("warm_runs")
+            if runs:
+                create, first, rss = _median_run(runs)
+                out[s.label].update(warm_create_s=create, warm_first_s=first, warm_peak_rss_mb=rss)
     # 5. ahead of time
     if warm:
         for s in sides:
             if s.kernel_caches and "error" not in out[s.label]:
-                out[s.label].update(_ahead_of_time(s, name, model, feed, models_dir, scratch, threads))
+                out[s.label].update(_ahead_of_time(s, name, model, feed, models_dir, scratch, threads, repeats))
     return out
 
 
-def _ahead_of_time(side: Side, name: str, model: str, feed: str, models_dir: str, scratch: str, threads: int) -> dict:
+def _median_run(runs: list) -> list:
+    """The run (create, first, ...) whose create + first is the median (the upper one of
+    an even count)."""
+    return sorted(runs, key=lambda r: r[0] + r[1])[len(runs) // 2]
+
+
+def _ahead_of_time(side: Side, name: str, model: str, feed: str, models_dir: str, scratch: str, threads: int,
+                   repeats: int = 1) -> dict:
     """`ortjit compile` the model for the feed's shapes, then load that folder in a process
     whose kernel cache is empty after running the warm-up model."""
     folder = os.path.join(scratch, "artifacts", name)
@@ -202,19 +220,25 @@ def _ahead_of_time(side: Side, name: str, model: str, feed: str, models_dir: str
         return {"aot_error": (done.stderr.strip().splitlines() or ["ortjit compile failed"])[-1]}
     result = {"aot_compile_s": time.perf_counter() - t0}
     empty = os.path.join(scratch, "kernels", name + "-aot")
-    shutil.rmtree(empty, ignore_errors=True)
-    w = WorkerProcess(side, os.path.join(scratch, "logs", f"{name}.{side.label}.aot.log"), empty)
-    try:
-        w.call("import")
-        w.call("load", model=os.path.join(models_dir, "warmup.onnx"), feed=os.path.join(models_dir, "warmup.npz"),
-               threads=threads)
-        w.call("run", n=1)
-        result["aot_create_s"] = w.call("load", model=folder, feed=feed, threads=threads)["create_s"]
-        result["aot_first_s"] = w.call("run", n=1)["per_call_s"]
-    except WorkerError as e:
-        result["aot_error"] = str(e)
-    finally:
-        w.close()
+    runs = []
+    for r in range(repeats):
+        shutil.rmtree(empty, ignore_errors=True)   # each process starts with an empty kernel cache
+        w = WorkerProcess(side, os.path.join(scratch, "logs", f"{name}.{side.label}.aot{r}.log"), empty)
+        try:
+            w.call("import")
+            w.call("load", model=os.path.join(models_dir, "warmup.onnx"), feed=os.path.join(models_dir, "warmup.npz"),
+                   threads=threads)
+            w.call("run", n=1)
+            create = w.call("load", model=folder, feed=feed, threads=threads)["create_s"]
+            runs.append([create, w.call("run", n=1)["per_call_s"]])
+        except WorkerError as e:
+            result["aot_error"] = str(e)
+            break
+        finally:
+            w.close()
+    if runs:
+        result["aot_runs"] = runs
+        result["aot_create_s"], result["aot_first_s"] = _median_run(runs)
     return result
 
 

@@ -213,11 +213,11 @@ def render(results) -> str:
     out += ["", "## Start-up per model", "",
             "Cold: a new process with empty kernel caches (ortjit compiles every kernel, and pays "
             "Numba's start-up, in its first run). Warm: a process that has already run another "
-            "model, with this model's kernels on disk from the cold run. Ahead of time: `ortjit "
-            "compile` wrote the model compiled for the case's input shapes into a folder (its wall "
-            "time in the last column); a process with an empty kernel cache ran another model, "
-            "then made a session on that folder and ran it once. Both ratios are to ONNX Runtime's "
-            "warm session + first run.", "",
+            "model, with this model's kernels (and its optimized graph) on disk from the cold run. "
+            "Ahead of time: `ortjit compile` wrote the model compiled for the case's input shapes "
+            "into a folder (its wall time in the last column); a process with an empty kernel cache "
+            "ran another model, then made a session on that folder and ran it once. "
+            f"{_repeats_note(results)}Both ratios are to ONNX Runtime's warm session + first run.", "",
             table(["case", "session ortjit", f"session {ref['short']}", "first run ortjit",
                    f"first run {ref['short']}", "warm: session + first run, ortjit",
                    f"warm: {ref['short']}", "warm ratio", "ahead of time: session + first run",
@@ -260,6 +260,12 @@ def verdict(ok, ref):
     if ref["stand_in"]:
         return "n/a (no ONNX Runtime)"
     return "yes" if ok else "**no**"
+
+
+def _repeats_note(results: dict) -> str:
+    n = results.get("settings", {}).get("warm_repeats", 1)
+    return (f"Warm and ahead of time: {n} processes per runtime, taking turns; the one with the median "
+            "session + first run is shown. " if n > 1 else "")
 
 
 def warm_total(side):
