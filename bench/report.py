@@ -36,11 +36,12 @@ CAUSES = {
            "more memory than ONNX Runtime's whole process for the small models; the large models "
            "come within the goal.",
     "agree": "see Failures below.",
-    "warm": "each compiled kernel is loaded into LLVM's JIT in every process (linking, relocation, "
-            "Numba's dispatcher), on top of parsing, graph passes and plan building in Python; for "
-            "a model of one to three kernels (one node, scaler + logistic regression) these alone "
-            "come to several times ONNX Runtime's whole start-up, and the mid-size CNNs (ShuffleNet, "
-            "SqueezeNet) pay them per node.",
+    "warm": "each compiled kernel is loaded into LLVM's JIT in every process (1.5-1.9 ms: linking, "
+            "relocation, Numba's dispatcher), on top of reading the (cached, optimized) graph and "
+            "building the plan in Python; for a model of one to three kernels (one node, scaler + "
+            "logistic regression) these alone come to several times ONNX Runtime's whole start-up "
+            "(0.5-0.9 ms), and the mid-size CNNs (ShuffleNet, SqueezeNet) pay them per node "
+            "(docs/startup.md).",
     "aot": "an artifact skips the compiles but still loads every kernel into LLVM's JIT and builds "
            "the plan in Python (see the warm-cache row).",
     "cold_resnet50_s": "Numba's compile time per distinct kernel (docs/startup.md).",
