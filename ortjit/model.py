@@ -251,10 +251,25 @@ class CompiledModel:
         for v in (*proto.graph.input, *proto.graph.output):
             if not v.HasField("type") and v.name in declared:
                 v.type.CopyFrom(declared[v.name].type)
+        _untyped_bodies(proto.graph)
         if weights is not None:
             _to_external_data(proto, os.path.join(os.path.dirname(path), weights), weights)
         with open(path, "wb") as f:
             f.write(proto.SerializeToString())
+
+
+def _untyped_bodies(graph: onnx.GraphProto) -> None:
+    """Drop the value types inside ortjit's fused nodes' bodies: a plan types a body from
+    the node's inputs (ops/fused.body_program), and reading them back was an eighth of
+    DenseNet-121's cached-graph session (onnx-ir parses every dim of 122 bodies)."""
+    for node in graph.node:
+        if node.domain != "ortjit":
+            continue
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH and a.name == "body":
+                del a.g.value_info[:]
+                for v in (*a.g.input, *a.g.output):
+                    v.ClearField("type")
 
 
 def _to_external_data(proto: onnx.ModelProto, path: str, location: str, threshold: int = 1 << 16) -> None:
