@@ -187,3 +187,19 @@ def test_eviction_removes_whole_graph_folders_least_recently_used_first(tmp_path
     assert removed == 2 * 3002
     assert sorted(p.name for p in parent.iterdir()) == [".tmp-abc", "key2", "key3"]
     assert sorted(os.listdir(parent / "key2")) == ["model.onnx", "model.weights", "ortjit-artifact.json"]
+
+
+def test_free_dimension_overrides_are_part_of_the_key(cache, tmp_path):
+    import onnxruntime as ort
+    path = _model(tmp_path / "m.onnx")
+    so = ort.SessionOptions()
+    so.add_free_dimension_override_by_name("N", 2)
+    for _ in range(2):   # made, then read back
+        fixed = ort.InferenceSession(path, so)
+        free = ort.InferenceSession(path)
+        assert fixed.get_inputs()[0].shape == [2, 128] and free.get_inputs()[0].shape == ["N", 128]
+    assert len(_folders(cache)) == 2
+    x = np.ones((3, 128), np.float32)
+    np.testing.assert_allclose(free.run(None, {"x": x})[0], _expected(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(Exception, match="dimensions"):
+        fixed.run(None, {"x": x})
