@@ -46,7 +46,7 @@ class CompiledModel:
     def _load(self, model, optimization_level: int, max_steps: int, free_dimension_overrides, mapped_weights: bool,
               applied: list | None = None) -> None:
         """Read, check and optimize the model. applied: the passes that made the graph given
-        (an artifact's, a cached one's), which is then typed throughout already."""
+        (an artifact's, a cached one's), saved after shape inference: not inferred again."""
         mapped = mapped_weights and isinstance(model, (str, os.PathLike))   # a file's external data
         proto, self._external_data = frontend.read_proto(model, mapped)
         if free_dimension_overrides:
