@@ -5,12 +5,14 @@ the passes, and loads the graph they made from the cache folder.
     CACHE_DIR/graphs/KEY/model.weights           its initializers of 64 KiB and more
     CACHE_DIR/graphs/KEY/ortjit-artifact.json    passes applied, each file's size and CRC-32
 
-KEY hashes the model file's path, size and modification time (or the bytes given), the options that change the optimized graph
-(optimization level, steps, free dimension overrides) and what made it: the stamps of
-ortjit's own source files and the onnx, onnx-ir and numpy versions. A folder is an
-artifact without kernels (artifact.py), opened the same way: its weights are memory-mapped,
-never read. Why: on the mid-size CNNs the passes and shape inference are about half of a
-warm session's creation (ShuffleNet: 44 of 71 ms).
+KEY hashes the model file's path, size, modification time and inode (or the bytes given),
+the options that change the optimized graph (optimization level, steps, free dimension
+overrides) and what made it: the stamps of ortjit's own source files and the onnx,
+onnx-ir and numpy versions. A model whose weights lie in other files, which the key does
+not cover, is never stored. A folder is an artifact without kernels (artifact.py), loaded
+the same way: its weights are memory-mapped, never read. Why: on the mid-size CNNs the
+passes and shape inference were about half of a warm session's creation (ShuffleNet: 44
+of 71 ms).
 
 The session that makes a folder loads its graph back from it, as later sessions will: a
 weight read from the file is a read-only array, which Numba types apart from the
@@ -20,9 +22,9 @@ other.
 Made under a temporary name and renamed into place whole; a folder whose files fail the
 size or CRC check (truncated, altered, half evicted) is removed and made again, never
 loaded. Eviction (kernel_cache.evict) removes whole folders, least recently used first.
-Models larger than MAX_MODEL_BYTES are not cached: for them reading and writing the copy
-of their weights costs about what the passes do (ResNet-50, 102 MB: 0.4 s more at its
-first session, none saved at later ones). ORTJIT_GRAPH_CACHE=0
+Models larger than MAX_MODEL_BYTES are not cached: writing and reading back the copy of
+their weights costs more than the passes save (ResNet-50, 102 MB: its first session 0.9 s
+longer, for 0.24 s of passes and inference a later one would skip). ORTJIT_GRAPH_CACHE=0
 turns the cache off.
 """
 from __future__ import annotations
