@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import zlib
 
 from . import artifact, codecache, config, kernel_cache
@@ -124,9 +125,10 @@ def find(cache_key: str) -> tuple[str, list] | None:
     return os.path.join(folder, artifact.MODEL), list(manifest.get("passes_applied", []))
 
 
-def store(cache_key: str, optimized) -> bool:
-    """Write the CompiledModel's optimized graph as the key's folder; False (with one
-    warning) where the cache folder cannot be written."""
+def store(cache_key: str, optimized) -> tuple[str, list] | None:
+    """Write the CompiledModel's optimized graph as the key's folder; returns what find
+    would (the folder's model file, the passes applied), or None where it could not be
+    written (with one warning for an unwritable cache folder)."""
     root = config.cache_dir()
     parent = os.path.join(root, FOLDER)
     tmp = None
@@ -144,18 +146,47 @@ def store(cache_key: str, optimized) -> bool:
             if not os.path.isdir(folder_for(cache_key)):
                 raise
             shutil.rmtree(tmp, ignore_errors=True)  # another process stored it first
+            tmp = None
+            return find(cache_key)
         tmp = None
     except OSError as e:
         kernel_cache._warn_once(("graphs", root), f"ortjit: cannot write optimized graphs under {root} ({e}); "
                                 "each session will optimize its model again")
-        return False
+        return None
     except Exception:  # noqa: BLE001 - a graph onnx-ir cannot serialize: this model is not cached
-        return False
+        return None
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     kernel_cache._after_save(root)
-    return True
+    return os.path.join(folder_for(cache_key), artifact.MODEL), list(optimized.passes_applied)
+
+
+def eviction_items(root: str) -> list:
+    """(last use, bytes, folder) of each graph folder under the cache folder root, for
+    kernel_cache.evict: dated by its manifest; a folder without one (left by a killed
+    process) first to go, one being made now (.tmp-*, under an hour old) not listed."""
+    parent = os.path.join(root, FOLDER)
+    out = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return out
+    for name in names:
+        folder = os.path.join(parent, name)
+        try:
+            sizes = [os.stat(os.path.join(folder, f)).st_size for f in os.listdir(folder)]
+            used = os.stat(os.path.join(folder, artifact.MANIFEST)).st_mtime
+        except OSError:
+            try:
+                made = os.stat(folder).st_mtime
+            except OSError:
+                continue
+            if name.startswith(".tmp-") and made > time.time() - 3600:
+                continue
+            sizes, used = [0], 0.0
+        out.append((used, sum(sizes), folder))
+    return out
 
 
 def _fingerprint(path: str) -> tuple[int, int]:

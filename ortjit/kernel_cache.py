@@ -320,7 +320,8 @@ def evict(root: str, limit: int) -> int:
                 _remove(path)  # an entry's write that never finished (its process was killed)
                 continue
             items.append((st.st_mtime, st.st_size, path))
-    items += _graph_folders(os.path.join(root, "graphs"))
+    from . import graph_cache   # imports this module
+    items += graph_cache.eviction_items(root)
     total = sum(size for _, size, _ in items)
     if total <= limit:
         return 0
@@ -334,30 +335,6 @@ def evict(root: str, limit: int) -> int:
         elif _remove(path):
             removed += size
     return removed
-
-
-def _graph_folders(parent: str) -> list:
-    out = []
-    try:
-        folders = os.listdir(parent)
-    except OSError:
-        return out
-    for name in folders:
-        folder = os.path.join(parent, name)
-        try:
-            sizes = [os.stat(os.path.join(folder, f)).st_size for f in os.listdir(folder)]
-            used = os.stat(os.path.join(folder, "ortjit-artifact.json")).st_mtime
-        except OSError:   # no manifest: being made (.tmp-*), or left by a killed process
-            try:
-                used = os.stat(folder).st_mtime
-            except OSError:
-                continue
-            if name.startswith(".tmp-") and used > time.time() - 3600:
-                continue
-            sizes = [0]
-            used = 0.0   # first to go
-        out.append((used, sum(sizes), folder))
-    return out
 
 
 def _remove(path: str) -> bool:

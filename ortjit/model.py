@@ -80,12 +80,10 @@ class CompiledModel:
         if found is None:
             made = CompiledModel(model, level, steps, free_dimension_overrides=overrides, cached_graph=False)
             # weights in other files are not under the key; an unwritable folder: what was made serves
-            if made._external_data or not graph_cache.store(key, made):
+            found = None if made._external_data else graph_cache.store(key, made)
+            if found is None:
                 self.__dict__.update(made.__dict__)
                 return True
-            found = graph_cache.find(key)
-            if found is None:
-                return False
         path, applied = found
         try:
             self._load(path, passes.DISABLE_ALL, steps, overrides, True, applied)
