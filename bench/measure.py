@@ -167,16 +167,13 @@ def measure_case(case: dict, sides: list[Side], models_dir: str, scratch: str, *
     # processes per side, taking turns, and the one with the median total is recorded (a
     # single process swung by 20% and more on this shared machine)
     if warm:
-        warmup = os.path.join(models_dir, "warmup.onnx")
         for r in range(repeats):
             for s in (sides if r % 2 == 0 else sides[::-1]):
                 if "error" in out[s.label] or "warm_error" in out[s.label]:
                     continue
                 w = WorkerProcess(s, os.path.join(scratch, "logs", f"{name}.{s.label}.warm{r}.log"), cache_dir)
                 try:
-                    w.call("import")
-                    w.call("load", model=warmup, feed=os.path.join(models_dir, "warmup.npz"), threads=threads)
-                    w.call("run", n=1)
+                    _after_warmup(w, models_dir, threads)
                     create = w.call("load", model=model, feed=feed, threads=threads)["create_s"]
                     first = w.call("run", n=1)["per_call_s"]
                     w.call("run", n=1)
@@ -197,6 +194,15 @@ def measure_case(case: dict, sides: list[Side], models_dir: str, scratch: str, *
             if s.kernel_caches and "error" not in out[s.label]:
                 out[s.label].update(_ahead_of_time(s, name, model, feed, models_dir, scratch, threads, repeats))
     return out
+
+
+def _after_warmup(w: WorkerProcess, models_dir: str, threads: int) -> None:
+    """The worker imports the runtime and runs the warm-up model once: a process that has
+    already run another model."""
+    w.call("import")
+    w.call("load", model=os.path.join(models_dir, "warmup.onnx"), feed=os.path.join(models_dir, "warmup.npz"),
+           threads=threads)
+    w.call("run", n=1)
 
 
 def _median_run(runs: list) -> list:
@@ -225,10 +231,7 @@ def _ahead_of_time(side: Side, name: str, model: str, feed: str, models_dir: str
         shutil.rmtree(empty, ignore_errors=True)   # each process starts with an empty kernel cache
         w = WorkerProcess(side, os.path.join(scratch, "logs", f"{name}.{side.label}.aot{r}.log"), empty)
         try:
-            w.call("import")
-            w.call("load", model=os.path.join(models_dir, "warmup.onnx"), feed=os.path.join(models_dir, "warmup.npz"),
-                   threads=threads)
-            w.call("run", n=1)
+            _after_warmup(w, models_dir, threads)
             create = w.call("load", model=folder, feed=feed, threads=threads)["create_s"]
             runs.append([create, w.call("run", n=1)["per_call_s"]])
         except WorkerError as e:
